@@ -1,0 +1,124 @@
+"""The analysis contract: a federated analysis is a mergeable aggregate.
+
+``local`` runs at a site over one partition and returns an Arrow table (a *partial*);
+``merge`` combines partials (associative and commutative: it merges partitions inside a site
+and sites inside the federation); ``finalize`` turns the merged partial into the result.
+An analysis declares the tables and columns it reads (the site hands ``local`` only those),
+its output kind (which tells the airlock which disclosure rules apply), a name, a version and
+a code digest.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+from functools import cache
+from typing import Any, ClassVar, Generic, TypeVar
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from fedflow.core.digest import digest_bytes
+from fedflow.core.errors import InvalidParameters
+
+__all__ = ["Analysis", "AnalysisRef", "OutputKind", "Params", "TableColumns"]
+
+TableColumns = Mapping[str, Sequence[str]]
+
+
+class OutputKind(StrEnum):
+    """What a partial is, so the airlock knows which disclosure rules apply."""
+
+    FREQUENCY = "frequency"
+    """Counts of persons per cell; see :mod:`fedflow.core.frequency`."""
+    SUMMARY = "summary"
+    """Count, moments, extremes and a quantile sketch of one variable; see :mod:`fedflow.core.summary`."""
+
+
+class Params(BaseModel):
+    """Base of every analysis's parameter model: frozen, and unknown fields are an error."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+P = TypeVar("P", bound=Params)
+
+
+class AnalysisRef(BaseModel):
+    """How a request names an analysis: ``name@version`` and the digest of its code."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    version: str
+    code_digest: str
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+class Analysis(ABC, Generic[P]):
+    """Base class of every federated analysis. Subclasses set the class attributes below."""
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    output: ClassVar[OutputKind]
+    params_model: ClassVar[type[Params]]
+
+    @abstractmethod
+    def tables(self, params: P) -> TableColumns:
+        """The tables and columns ``local`` reads for these parameters."""
+
+    @abstractmethod
+    def local(self, tables: Mapping[str, pa.Table], params: P) -> pa.Table:
+        """Compute the partial over one partition of a site's data."""
+
+    @abstractmethod
+    def merge(self, partials: Sequence[pa.Table]) -> pa.Table:
+        """Combine partials; associative and commutative."""
+
+    @abstractmethod
+    def finalize(self, partial: pa.Table, params: P) -> pa.Table:
+        """Turn the merged partial into the result a researcher reads."""
+
+    # -- provided -------------------------------------------------------------------------
+
+    def parse_params(self, raw: Mapping[str, Any] | Params) -> P:
+        """Validate raw parameters; errors name the fields, never echo their values."""
+        if isinstance(raw, self.params_model):
+            return raw  # type: ignore[return-value]
+        try:
+            return self.params_model.model_validate(dict(raw))  # type: ignore[return-value]
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
+                for err in exc.errors(include_input=False, include_url=False)
+            )
+            raise InvalidParameters(
+                f"invalid parameters for {self.name}@{self.version}: {problems}",
+                reason="invalid_parameters",
+            ) from None
+        except TypeError:
+            raise InvalidParameters(
+                f"parameters for {self.name}@{self.version} must be a JSON object",
+                reason="invalid_parameters",
+            ) from None
+
+    @classmethod
+    def ref(cls) -> AnalysisRef:
+        """This analysis's name, version and code digest."""
+        return AnalysisRef(name=cls.name, version=cls.version, code_digest=code_digest(cls))
+
+
+@cache
+def code_digest(cls: type[Analysis[Any]]) -> str:
+    """Digest of the source of the module that defines ``cls`` (falls back to the class source)."""
+    module = sys.modules.get(cls.__module__)
+    try:
+        source = inspect.getsource(module) if module is not None else inspect.getsource(cls)
+    except (OSError, TypeError):
+        source = inspect.getsource(cls)
+    return digest_bytes(source.encode())
