@@ -1,0 +1,42 @@
+"""A dataset in a local folder (or a mounted network share)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import pyarrow.fs as pafs
+
+from executors.errors import ObjectNotFound
+from executors.storage.base import Location
+from fedflow.core.digest import digest_file
+
+__all__ = ["LocalLocation"]
+
+
+class LocalLocation(Location):
+    """A folder on the site's own disk; fingerprints are SHA-256 digests of the file contents."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("", "file")
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self._path = Path(url.removeprefix("file://")).expanduser().resolve()
+        self._fs = pafs.LocalFileSystem()
+
+    @property
+    def filesystem(self) -> pafs.FileSystem:
+        return self._fs
+
+    @property
+    def root(self) -> str:
+        return self._path.as_posix()
+
+    def fingerprints(self) -> dict[str, str]:
+        if not self._path.is_dir():
+            raise ObjectNotFound(f"dataset folder {self._path} does not exist")
+        return {
+            p.relative_to(self._path).as_posix(): digest_file(p)
+            for p in sorted(self._path.rglob("*"))
+            if p.is_file()
+        }

@@ -1,0 +1,1 @@
+"""Orchestration: the analysis authoring API, the analysis library and the Prefect flows."""

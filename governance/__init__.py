@@ -1,0 +1,1 @@
+"""Governance: identity, site policy (pre-gate), airlock (post-gate), audit log."""

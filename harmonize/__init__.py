@@ -1,0 +1,1 @@
+"""Harmonization of raw extracts, FHIR and VCF into OMOP CDM."""
