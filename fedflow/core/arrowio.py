@@ -27,4 +27,6 @@ def from_ipc(data: bytes, *, max_bytes: int = DEFAULT_MAX_IPC_BYTES) -> pa.Table
         with pa.ipc.open_stream(pa.py_buffer(data)) as reader:
             return reader.read_all()
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
-        raise InvalidRequest("payload is not a valid Arrow IPC stream", reason=type(exc).__name__) from exc
+        raise InvalidRequest(
+            "payload is not a valid Arrow IPC stream", reason=type(exc).__name__
+        ) from exc

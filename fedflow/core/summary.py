@@ -1,6 +1,7 @@
 """The summary partial: count, mean, spread, extremes and a quantile sketch of one variable.
 
-One row with ``n``, ``mean`` and ``m2`` (sum of squared deviations; merged with Chan et al.'s
+One row with ``n`` (values), ``persons`` (distinct persons contributing them: the count the
+airlock thresholds, as partitions and sites hold disjoint persons it adds up), ``mean`` and ``m2`` (sum of squared deviations; merged with Chan et al.'s
 parallel formula, so the federated mean and standard deviation equal the pooled ones to
 rounding), ``min`` / ``max`` (null when withheld), ``alpha`` and ``buckets``: a DDSketch-style
 log-bucket histogram with relative accuracy ``alpha``. Buckets hold only counts, never values,
@@ -35,6 +36,7 @@ BUCKET_TYPE = pa.struct([("sign", pa.int8()), ("key", pa.int32()), ("count", pa.
 SCHEMA = pa.schema(
     [
         ("n", pa.int64()),
+        ("persons", pa.int64()),
         ("mean", pa.float64()),
         ("m2", pa.float64()),
         ("min", pa.float64()),
@@ -52,8 +54,8 @@ def _gamma(alpha: float) -> float:
     return (1 + alpha) / (1 - alpha)
 
 
-def from_values(values: np.ndarray, alpha: float) -> pa.Table:
-    """The summary partial of ``values`` (NaN already removed)."""
+def from_values(values: np.ndarray, alpha: float, *, persons: int) -> pa.Table:
+    """The summary partial of ``values`` (NaN already removed) from ``persons`` persons."""
     if not 0 < alpha < 1:
         raise InvalidRequest("sketch relative accuracy must lie in (0, 1)")
     x = np.asarray(values, dtype=np.float64)
@@ -65,12 +67,15 @@ def from_values(values: np.ndarray, alpha: float) -> pa.Table:
     for sign in (-1, 1):
         mags = np.abs(x[x < 0] if sign < 0 else x[x > 0])
         if mags.size:
-            keys, counts = np.unique(np.ceil(np.log(mags) / log_gamma).astype(np.int64), return_counts=True)
+            keys, counts = np.unique(
+                np.ceil(np.log(mags) / log_gamma).astype(np.int64), return_counts=True
+            )
             buckets += [(sign, int(k), int(c)) for k, c in zip(keys, counts, strict=True)]
     zeros = int((x == 0).sum())
     if zeros:
         buckets.append((0, 0, zeros))
-    return _table(n, mean, m2, float(x.min()) if n else None, float(x.max()) if n else None, alpha, buckets)
+    lo, hi = (float(x.min()), float(x.max())) if n else (None, None)
+    return _table(n, persons, mean, m2, lo, hi, alpha, buckets)
 
 
 def merge(partials: Sequence[pa.Table]) -> pa.Table:
@@ -99,7 +104,8 @@ def merge(partials: Sequence[pa.Table]) -> pa.Table:
     lo = None if any(v is None for v in lows) or not lows else min(lows)
     hi = None if any(v is None for v in highs) or not highs else max(highs)
     buckets = [(s, k, c) for (s, k), c in counts.items()]
-    return _table(n, mean, m2, lo, hi, alphas.pop(), buckets)
+    persons = sum(r["persons"] for r in rows)
+    return _table(n, persons, mean, m2, lo, hi, alphas.pop(), buckets)
 
 
 def ordered_buckets(table: pa.Table) -> list[Bucket]:
@@ -111,7 +117,16 @@ def ordered_buckets(table: pa.Table) -> list[Bucket]:
 def with_buckets(table: pa.Table, buckets: Sequence[Bucket]) -> pa.Table:
     """A copy of ``table`` whose sketch holds ``buckets``."""
     row = table.to_pylist()[0]
-    return _table(row["n"], row["mean"], row["m2"], row["min"], row["max"], row["alpha"], buckets)
+    return _table(
+        row["n"],
+        row["persons"],
+        row["mean"],
+        row["m2"],
+        row["min"],
+        row["max"],
+        row["alpha"],
+        buckets,
+    )
 
 
 def bucket_value(sign: int, key: int, alpha: float) -> float:
@@ -149,6 +164,7 @@ def validate(table: pa.Table) -> None:
 
 def _table(
     n: int,
+    persons: int,
     mean: float,
     m2: float,
     lo: float | None,
@@ -159,6 +175,7 @@ def _table(
     ordered = sorted(buckets, key=lambda b: (b[0], b[1] if b[0] > 0 else -b[1]))
     row = {
         "n": [n],
+        "persons": [persons],
         "mean": [mean],
         "m2": [m2],
         "min": [lo],
