@@ -35,7 +35,7 @@ class OutputKind(StrEnum):
     FREQUENCY = "frequency"
     """Counts of persons per cell; see :mod:`fedflow.core.frequency`."""
     SUMMARY = "summary"
-    """Count, moments, extremes and a quantile sketch of one variable; see :mod:`fedflow.core.summary`."""
+    """Count, moments, extremes and sketch of a variable; see :mod:`fedflow.core.summary`."""
 
 
 class Params(BaseModel):

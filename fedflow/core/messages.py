@@ -112,7 +112,7 @@ class ReleaseOutcome(StrEnum):
 
 
 class Release(_Message):
-    """A partial that left the airlock (or the airlock's refusal), with the digests of its lineage."""
+    """A partial that left the airlock (or its refusal), with the digests of its lineage."""
 
     site: str
     request_id: str

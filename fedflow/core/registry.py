@@ -63,13 +63,14 @@ class AnalysisRegistry:
         cls = versions.get(version)
         if cls is None:
             raise UnknownAnalysis(
-                f"analysis {name!r} has no version {version!r} (known: {', '.join(sorted(versions))})",
+                f"analysis {name!r} has no version {version!r} "
+                f"(known: {', '.join(sorted(versions))})",
                 reason="unknown_version",
             )
         return cls()
 
     def resolve(self, ref: AnalysisRef) -> Analysis[Any]:
-        """The analysis a request names (name and version; the code digest is checked by the gate)."""
+        """The analysis a request names by name and version (the gate checks the code digest)."""
         return self.get(ref.name, ref.version)
 
     def __iter__(self) -> Iterator[type[Analysis[Any]]]:

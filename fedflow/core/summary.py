@@ -1,12 +1,12 @@
 """The summary partial: count, mean, spread, extremes and a quantile sketch of one variable.
 
 One row with ``n`` (values), ``persons`` (distinct persons contributing them: the count the
-airlock thresholds, as partitions and sites hold disjoint persons it adds up), ``mean`` and ``m2`` (sum of squared deviations; merged with Chan et al.'s
-parallel formula, so the federated mean and standard deviation equal the pooled ones to
-rounding), ``min`` / ``max`` (null when withheld), ``alpha`` and ``buckets``: a DDSketch-style
-log-bucket histogram with relative accuracy ``alpha``. Buckets hold only counts, never values,
-and add up across partitions and sites, so the merged sketch equals the sketch of the pooled
-data exactly.
+airlock thresholds; partitions and sites hold disjoint persons, so it adds up), ``mean`` and
+``m2`` (sum of squared deviations, merged with Chan et al.'s parallel formula so the federated
+mean and standard deviation equal the pooled ones to rounding), ``min`` / ``max`` (null when
+withheld), ``alpha`` and ``buckets``: a DDSketch-style log-bucket histogram with relative
+accuracy ``alpha``. Buckets hold only counts, never values, and add up across partitions and
+sites, so the merged sketch equals the sketch of the pooled data exactly.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ SCHEMA = pa.schema(
 )
 
 Bucket = tuple[int, int, int]
-"""``(sign, key, count)``: sign is -1, 0 or 1; the bucket covers ±(γ^(key-1), γ^key]."""
+"""``(sign, key, count)``: sign is -1, 0 or 1; covers sign * (gamma^(key-1), gamma^key]."""
 
 
 def _gamma(alpha: float) -> float:
