@@ -1,1 +1,31 @@
 """Governance: identity, site policy (pre-gate), airlock (post-gate), audit log."""
+
+from governance.errors import (
+    TOKEN_REJECTION_REASONS,
+    AuditError,
+    GovernanceError,
+    IssuerKeyInvalid,
+    PolicyInvalid,
+    TokenRejected,
+)
+from governance.identity import (
+    Identity,
+    IssuerKey,
+    TrustedIssuer,
+    issue_token,
+    verify_token,
+)
+
+__all__ = [
+    "TOKEN_REJECTION_REASONS",
+    "AuditError",
+    "GovernanceError",
+    "Identity",
+    "IssuerKey",
+    "IssuerKeyInvalid",
+    "PolicyInvalid",
+    "TokenRejected",
+    "TrustedIssuer",
+    "issue_token",
+    "verify_token",
+]

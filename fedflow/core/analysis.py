@@ -115,10 +115,20 @@ class Analysis(ABC, Generic[P]):
 
 @cache
 def code_digest(cls: type[Analysis[Any]]) -> str:
-    """Digest of the source of the module that defines ``cls`` (falls back to the class source)."""
-    module = sys.modules.get(cls.__module__)
-    try:
-        source = inspect.getsource(module) if module is not None else inspect.getsource(cls)
-    except (OSError, TypeError):
-        source = inspect.getsource(cls)
-    return digest_bytes(source.encode())
+    """Digest of the source of every module that defines ``cls`` or one of its analysis bases.
+
+    Falls back to a class's own source when its module has none (e.g. in a notebook).
+    """
+    parts: list[str] = []
+    for klass in cls.__mro__:
+        if klass.__module__ in {__name__, "abc", "typing", "builtins"}:
+            continue
+        module = sys.modules.get(klass.__module__)
+        try:
+            source = inspect.getsource(module) if module is not None else inspect.getsource(klass)
+        except (OSError, TypeError):
+            source = inspect.getsource(klass)
+        entry = f"# module {klass.__module__}\n{source}"
+        if entry not in parts:
+            parts.append(entry)
+    return digest_bytes("\n".join(parts).encode())

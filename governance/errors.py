@@ -1,0 +1,77 @@
+"""The governance layer's errors.
+
+::
+
+    FedflowError
+    └── GovernanceError                           root of every governance error
+        ├── TokenRejected (PermissionError)       a researcher token failed verification;
+        │                                         ``reason`` says why (see REASONS)
+        ├── PolicyInvalid (ConfigError)           a site policy file is invalid
+        ├── IssuerKeyInvalid (ConfigError)        a key file is not an Ed25519 key
+        └── AuditError                            an audit log cannot be opened or written
+
+Messages carry context (``site``, ``request_id``, ``reason``) and never a token, a key or a
+row-level value.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from fedflow.core.errors import ConfigError, FedflowError
+
+__all__ = [
+    "TOKEN_REJECTION_REASONS",
+    "AuditError",
+    "GovernanceError",
+    "IssuerKeyInvalid",
+    "PolicyInvalid",
+    "TokenRejected",
+]
+
+TOKEN_REJECTION_REASONS: Final = frozenset(
+    {
+        "malformed",
+        "bad_signature",
+        "expired",
+        "not_yet_valid",
+        "wrong_audience",
+        "untrusted_issuer",
+        "missing_claim",
+        "unsupported_algorithm",
+    }
+)
+
+
+class GovernanceError(FedflowError):
+    """Root of the governance layer's errors."""
+
+
+class TokenRejected(GovernanceError, PermissionError):
+    """A researcher token failed verification; ``reason`` is one of TOKEN_REJECTION_REASONS."""
+
+    reason: str
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        site: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        if reason not in TOKEN_REJECTION_REASONS:
+            raise ValueError(f"unknown token rejection reason: {reason}")
+        super().__init__(message, site=site, request_id=request_id, reason=reason)
+
+
+class PolicyInvalid(GovernanceError, ConfigError):
+    """A site policy file is invalid (raised by the policy loader)."""
+
+
+class IssuerKeyInvalid(GovernanceError, ConfigError):
+    """A key file cannot be read or does not hold an Ed25519 key."""
+
+
+class AuditError(GovernanceError):
+    """An audit log cannot be opened, read or appended to."""
