@@ -180,9 +180,7 @@ def verify_token(
     except jwt.PyJWTError:
         raise TokenRejected("the token cannot be decoded", reason="malformed") from None
     if header.get("alg") != ALGORITHM:
-        raise TokenRejected(
-            f"only {ALGORITHM} tokens are accepted", reason="unsupported_algorithm"
-        )
+        raise TokenRejected(f"only {ALGORITHM} tokens are accepted", reason="unsupported_algorithm")
     issuer = unverified.get("iss")
     if not isinstance(issuer, str) or not issuer:
         raise TokenRejected("the token names no issuer", reason="missing_claim")
@@ -237,7 +235,9 @@ def _decode_with_any(token: str, keys: Sequence[TrustedIssuer], audience: str) -
 def _identity(claims: dict[str, Any], audience: str, now: datetime, leeway: timedelta) -> Identity:
     for name in _STRING_CLAIMS:
         if not isinstance(claims.get(name), str) or not claims[name]:
-            raise TokenRejected(f"the {name!r} claim must be a non-empty string", reason="malformed")
+            raise TokenRejected(
+                f"the {name!r} claim must be a non-empty string", reason="malformed"
+            )
     for name in _TIME_CLAIMS:
         if isinstance(claims.get(name), bool) or not isinstance(claims.get(name), int | float):
             raise TokenRejected(f"the {name!r} claim must be a number", reason="malformed")

@@ -75,12 +75,14 @@ def _claims(**overrides: Any) -> dict[str, Any]:
 def _reason(token: str, trusted: list[TrustedIssuer], **kw: Any) -> str:
     with pytest.raises(TokenRejected) as info:
         verify_token(token, trusted=trusted, audience=kw.pop("audience", AUDIENCE), now=NOW, **kw)
-    assert token not in str(info.value)
+    assert not token or token not in str(info.value)
     assert info.value.reason is not None
     return info.value.reason
 
 
-def test_a_good_token_verifies_into_an_identity(key: IssuerKey, trusted: list[TrustedIssuer]) -> None:
+def test_a_good_token_verifies_into_an_identity(
+    key: IssuerKey, trusted: list[TrustedIssuer]
+) -> None:
     identity = verify_token(_token(key), trusted=trusted, audience=AUDIENCE, now=NOW)
     assert identity.researcher == "alice"
     assert identity.project == "gi-bleed"
@@ -93,7 +95,10 @@ def test_a_good_token_verifies_into_an_identity(key: IssuerKey, trusted: list[Tr
 
 
 def test_tokens_get_distinct_ids(key: IssuerKey, trusted: list[TrustedIssuer]) -> None:
-    ids = {verify_token(_token(key), trusted=trusted, audience=AUDIENCE, now=NOW).token_id for _ in range(3)}
+    ids = {
+        verify_token(_token(key), trusted=trusted, audience=AUDIENCE, now=NOW).token_id
+        for _ in range(3)
+    }
     assert len(ids) == 3
 
 
@@ -109,18 +114,22 @@ def test_the_key_of_one_trusted_issuer_cannot_sign_for_another(key: IssuerKey) -
     both = [TrustedIssuer(ISSUER, key.public_pem), TrustedIssuer(other.issuer, other.public_pem)]
     impostor = IssuerKey(other._signing_key(), ISSUER)
     assert _reason(_token(impostor), both) == "bad_signature"
-    assert verify_token(_token(other), trusted=both, audience=AUDIENCE, now=NOW).issuer == other.issuer
+    assert (
+        verify_token(_token(other), trusted=both, audience=AUDIENCE, now=NOW).issuer == other.issuer
+    )
 
 
 def test_expiry_and_not_before_with_leeway(key: IssuerKey, trusted: list[TrustedIssuer]) -> None:
     token = _token(key, ttl=timedelta(minutes=5))
-    assert _reason(token, trusted, leeway=timedelta(0)) != "expired"  # sanity: at NOW it is valid
+    verify_token(token, trusted=trusted, audience=AUDIENCE, now=NOW, leeway=timedelta(0))
     later = NOW + timedelta(minutes=5, seconds=31)
     with pytest.raises(TokenRejected) as info:
         verify_token(token, trusted=trusted, audience=AUDIENCE, now=later)
     assert info.value.reason == "expired"
     # within the leeway it still passes
-    verify_token(token, trusted=trusted, audience=AUDIENCE, now=NOW + timedelta(minutes=5, seconds=20))
+    verify_token(
+        token, trusted=trusted, audience=AUDIENCE, now=NOW + timedelta(minutes=5, seconds=20)
+    )
     future = _token(key, now=NOW + timedelta(minutes=10))
     assert _reason(future, trusted) == "not_yet_valid"
 
@@ -159,7 +168,9 @@ def test_rs256_is_refused(trusted: list[TrustedIssuer]) -> None:
     assert _reason(token, trusted) == "unsupported_algorithm"
 
 
-def test_a_tampered_payload_fails_the_signature(key: IssuerKey, trusted: list[TrustedIssuer]) -> None:
+def test_a_tampered_payload_fails_the_signature(
+    key: IssuerKey, trusted: list[TrustedIssuer]
+) -> None:
     header, _payload, signature = _token(key).split(".")
     forged = _b64(json.dumps(_claims(sub="mallory")).encode())
     assert _reason(f"{header}.{forged}.{signature}", trusted) == "bad_signature"
@@ -184,7 +195,9 @@ def test_missing_issuer(key: IssuerKey, trusted: list[TrustedIssuer]) -> None:
     assert _reason(token, trusted) == "missing_claim"
 
 
-def test_claims_of_the_wrong_type_are_malformed(key: IssuerKey, trusted: list[TrustedIssuer]) -> None:
+def test_claims_of_the_wrong_type_are_malformed(
+    key: IssuerKey, trusted: list[TrustedIssuer]
+) -> None:
     token = jwt.encode(_claims(project=["a", "b"]), key._signing_key(), algorithm="EdDSA")
     assert _reason(token, trusted) == "malformed"
 
@@ -197,7 +210,10 @@ def test_keys_round_trip_through_files(tmp_path: Path, key: IssuerKey) -> None:
     loaded = IssuerKey.load(private_path, ISSUER)
     assert loaded.public_pem == key.public_pem
     trusted = [TrustedIssuer.from_file(ISSUER, public_path)]
-    assert verify_token(_token(loaded), trusted=trusted, audience=AUDIENCE, now=NOW).researcher == "alice"
+    assert (
+        verify_token(_token(loaded), trusted=trusted, audience=AUDIENCE, now=NOW).researcher
+        == "alice"
+    )
 
 
 def test_bad_key_files_raise_a_config_error(tmp_path: Path) -> None:
