@@ -1,5 +1,6 @@
 """Governance: identity, site policy (pre-gate), airlock (post-gate), audit log."""
 
+from governance.audit import GENESIS, AuditEntry, AuditLog, AuditReport
 from governance.errors import (
     TOKEN_REJECTION_REASONS,
     AuditError,
@@ -17,8 +18,12 @@ from governance.identity import (
 )
 
 __all__ = [
+    "GENESIS",
     "TOKEN_REJECTION_REASONS",
+    "AuditEntry",
     "AuditError",
+    "AuditLog",
+    "AuditReport",
     "GovernanceError",
     "Identity",
     "IssuerKey",
