@@ -1,5 +1,6 @@
 """Governance: identity, site policy (pre-gate), airlock (post-gate), audit log."""
 
+from governance.airlock import AirlockResult, Outcome, check, check_frequency, check_summary
 from governance.audit import GENESIS, AuditEntry, AuditLog, AuditReport
 from governance.errors import (
     TOKEN_REJECTION_REASONS,
@@ -20,6 +21,7 @@ from governance.identity import (
 __all__ = [
     "GENESIS",
     "TOKEN_REJECTION_REASONS",
+    "AirlockResult",
     "AuditEntry",
     "AuditError",
     "AuditLog",
@@ -28,9 +30,13 @@ __all__ = [
     "Identity",
     "IssuerKey",
     "IssuerKeyInvalid",
+    "Outcome",
     "PolicyInvalid",
     "TokenRejected",
     "TrustedIssuer",
+    "check",
+    "check_frequency",
+    "check_summary",
     "issue_token",
     "verify_token",
 ]
