@@ -1,1 +1,37 @@
-"""The site node: dataset catalogue, Dask cluster, site service and the transports that reach a site."""
+"""The site node: dataset catalogue, Dask cluster, gates, and the transports that reach it."""
+
+from executors.catalogue import Catalogue, Dataset
+from executors.config import SiteConfig
+from executors.errors import (
+    AnalysisFailed,
+    CorruptObject,
+    DatasetNotFound,
+    JobNotFound,
+    ObjectNotFound,
+    RequestRefused,
+    SiteError,
+    SiteUnavailable,
+    StorageAccessDenied,
+    StorageError,
+)
+from executors.node import SiteNode
+from executors.transport import InProcessSiteTransport, SiteTransport
+
+__all__ = [
+    "AnalysisFailed",
+    "Catalogue",
+    "CorruptObject",
+    "Dataset",
+    "DatasetNotFound",
+    "InProcessSiteTransport",
+    "JobNotFound",
+    "ObjectNotFound",
+    "RequestRefused",
+    "SiteConfig",
+    "SiteError",
+    "SiteNode",
+    "SiteTransport",
+    "SiteUnavailable",
+    "StorageAccessDenied",
+    "StorageError",
+]

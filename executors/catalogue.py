@@ -1,0 +1,145 @@
+"""The site's catalogue of datasets: OMOP CDM tables as parquet, with a snapshot digest.
+
+A dataset is a location holding one ``<table>.parquet`` per table. Tables with a ``person_id``
+column are *person tables*: a job splits them into partitions of disjoint person-id ranges,
+read with column projection and a range filter (so each worker reads only its rows and the
+declared columns). Other tables (the vocabulary) are read whole, once per job.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
+from functools import cached_property
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from executors.config import DatasetConfig
+from executors.errors import CorruptObject, DatasetNotFound, ObjectNotFound, StorageError
+from executors.storage import Location, open_location
+from fedflow.core import TableColumns, digest_json
+
+__all__ = ["Catalogue", "Dataset", "PersonRange"]
+
+PERSON_ID = "person_id"
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+PersonRange = tuple[int, int]
+"""Half-open range ``[low, high)`` of person ids."""
+
+
+class Dataset:
+    """One dataset of a site."""
+
+    def __init__(self, name: str, location: Location) -> None:
+        self.name = name
+        self.location = location
+
+    @cached_property
+    def snapshot_digest(self) -> str:
+        """Digest of every file's fingerprint: changes whenever any table's content changes."""
+        return digest_json(self.location.fingerprints())
+
+    @cached_property
+    def table_names(self) -> frozenset[str]:
+        return frozenset(
+            path.removesuffix(".parquet")
+            for path in self.location.fingerprints()
+            if path.endswith(".parquet") and "/" not in path
+        )
+
+    def schema(self, table: str) -> pa.Schema:
+        """The schema of ``table`` (read from the parquet footer only)."""
+        self._require(table)
+        try:
+            return pq.read_schema(
+                self.location.path(f"{table}.parquet"), filesystem=self.location.filesystem
+            )
+        except FileNotFoundError:
+            raise ObjectNotFound(self._where(table, "is missing")) from None
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise CorruptObject(
+                self._where(table, f"is not readable parquet ({type(exc).__name__})")
+            ) from None
+
+    def is_person_table(self, table: str) -> bool:
+        return PERSON_ID in self.schema(table).names
+
+    def check_columns(self, tables: TableColumns) -> None:
+        """Raise a clear error if a declared table or column does not exist (names only)."""
+        for table, columns in tables.items():
+            missing = [c for c in columns if c not in self.schema(table).names]
+            if missing:
+                raise StorageError(
+                    f"dataset {self.name!r} table {table!r} has no column(s) {', '.join(missing)}"
+                )
+
+    def read(
+        self, table: str, columns: Sequence[str], persons: PersonRange | None = None
+    ) -> pa.Table:
+        """Read ``columns`` of ``table``; a person table only for ``persons`` when given."""
+        self._require(table)
+        filters = None
+        if persons is not None:
+            filters = [(PERSON_ID, ">=", persons[0]), (PERSON_ID, "<", persons[1])]
+        try:
+            return pq.read_table(
+                self.location.path(f"{table}.parquet"),
+                filesystem=self.location.filesystem,
+                columns=list(columns),
+                filters=filters,
+            )
+        except FileNotFoundError:
+            raise ObjectNotFound(self._where(table, "is missing")) from None
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise CorruptObject(
+                self._where(table, f"is not readable parquet ({type(exc).__name__})")
+            ) from None
+
+    def partitions(self, count: int) -> list[PersonRange]:
+        """Split the persons into ``count`` ranges of about equal size (fewer if few persons)."""
+        ordered = np.unique(pc.drop_null(self.read("person", [PERSON_ID])[PERSON_ID]).to_numpy())
+        cuts = ordered[np.linspace(0, len(ordered), count, endpoint=False).astype(int)]
+        # The outer ranges are open-ended, so rows of persons missing from ``person`` still count.
+        bounds = [_INT64_MIN, *sorted({int(c) for c in cuts[1:]}), _INT64_MAX]
+        return list(itertools.pairwise(bounds))
+
+    def _require(self, table: str) -> None:
+        if table not in self.table_names:
+            raise ObjectNotFound(self._where(table, "does not exist"))
+
+    def _where(self, table: str, what: str) -> str:
+        return (
+            f"dataset {self.name!r}: table {table!r} ({self.location.url}/{table}.parquet) {what}"
+        )
+
+
+class Catalogue:
+    """The datasets a site offers, by name."""
+
+    def __init__(self, datasets: Mapping[str, DatasetConfig]) -> None:
+        self._datasets = {
+            name: Dataset(name, open_location(cfg.location)) for name, cfg in datasets.items()
+        }
+
+    def get(self, name: str) -> Dataset:
+        dataset = self._datasets.get(name)
+        if dataset is None:
+            raise DatasetNotFound(f"this site has no dataset {name!r}")
+        return dataset
+
+    def snapshots(self) -> dict[str, str]:
+        """Dataset name to snapshot digest; a dataset that cannot be read is reported, not fatal."""
+        out: dict[str, str] = {}
+        for name, dataset in self._datasets.items():
+            try:
+                out[name] = dataset.snapshot_digest
+            except StorageError as exc:
+                out[name] = f"unavailable: {exc.message}"
+        return out
+
+    def __iter__(self) -> Iterator[Dataset]:
+        return iter(self._datasets.values())

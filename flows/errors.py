@@ -1,0 +1,36 @@
+"""Errors of the orchestration layer.
+
+::
+
+    FedflowError
+    └── FlowError                 a federated step could not produce a result
+        ├── QuorumNotMet          fewer sites released a partial than the step needs
+        └── ProfileInvalid (ConfigError)  a federation profile is invalid
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fedflow.core import ConfigError, FedflowError
+
+if TYPE_CHECKING:
+    from flows.outcomes import SiteOutcome
+
+__all__ = ["FlowError", "ProfileInvalid", "QuorumNotMet"]
+
+
+class FlowError(FedflowError):
+    """A federated step could not produce a result."""
+
+
+class QuorumNotMet(FlowError):
+    """Fewer sites released a partial than the step needs; ``outcomes`` says what each did."""
+
+    def __init__(self, message: str, *, outcomes: list[SiteOutcome], request_id: str) -> None:
+        super().__init__(message, request_id=request_id, reason="quorum_not_met")
+        self.outcomes = outcomes
+
+
+class ProfileInvalid(FlowError, ConfigError):
+    """A federation profile is invalid."""

@@ -1,0 +1,259 @@
+"""The federated step as a Prefect flow, and :func:`run_analysis`, its Python entry point.
+
+For every site, concurrently: ``gate_before`` → ``run`` → ``gate_after``. Then the released
+partials are merged and finalized here; the result and the per-site outcome table are
+published as Prefect artifacts, and the orchestrator's audit log records the request, every
+site's outcome, each site's audit head (a checkpoint of the site's own log) and the result's
+digest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from prefect.futures import PrefectFuture
+
+from fedflow.core import FedflowError, digest_bytes, to_ipc
+from fedflow.core.messages import ReleaseOutcome, Request
+from fedflow.core.registry import default_registry
+from flows import steps
+from flows.errors import QuorumNotMet
+from flows.federation import FederationSession, connect, open_session
+from flows.outcomes import FederatedResult, SiteOutcome, SiteStatus
+
+__all__ = ["federated_analysis", "run_analysis"]
+
+
+@flow(name="federated-analysis", flow_run_name="{analysis}")
+def federated_analysis(
+    analysis: str,
+    params: dict[str, Any],
+    federation: str,
+    dataset: str | None = None,
+    version: str | None = None,
+    min_sites: int = 1,
+    timeout: float = steps.DEFAULT_TIMEOUT,
+) -> FederatedResult:
+    """Run one federated analysis over the sites of the ``federation`` profile."""
+    with open_session(federation) as session:
+        return _federated_step(session, analysis, params, dataset, version, min_sites, timeout)
+
+
+def run_analysis(
+    analysis: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    federation: FederationSession | Path | str,
+    dataset: str | None = None,
+    version: str | None = None,
+    min_sites: int = 1,
+    token: str | None = None,
+) -> FederatedResult:
+    """Run ``analysis`` with ``params`` over a federation (an open session or a profile path)."""
+    if isinstance(federation, FederationSession):
+        assert federation.profile.path is not None
+        return federated_analysis(
+            analysis, dict(params or {}), str(federation.profile.path), dataset, version, min_sites
+        )
+    with connect(Path(federation), token=token) as session:
+        return run_analysis(
+            analysis,
+            params,
+            federation=session,
+            dataset=dataset,
+            version=version,
+            min_sites=min_sites,
+        )
+
+
+def _federated_step(
+    session: FederationSession,
+    name: str,
+    raw_params: dict[str, Any],
+    dataset: str | None,
+    version: str | None,
+    min_sites: int,
+    timeout: float,
+) -> FederatedResult:
+    logger = get_run_logger()
+    audit = session.audit
+    try:
+        analysis = default_registry().get(name, version)
+        params = analysis.parse_params(raw_params)
+    except FedflowError as exc:
+        audit.append(
+            "request.invalid", actor="researcher", details={"analysis": name, "error": exc.message}
+        )
+        raise
+    request = Request(
+        analysis=analysis.ref(),
+        params=params.model_dump(mode="json"),
+        dataset=dataset or session.profile.dataset,
+        token=session.token,
+    )
+    audit.append(
+        "request.sent",
+        actor="researcher",
+        request_id=request.request_id,
+        details={
+            "analysis": str(request.analysis),
+            "code_digest": request.analysis.code_digest,
+            "dataset": request.dataset,
+            "params": request.params,
+            "sites": list(session.transports),
+            "request_digest": request.digest(),
+        },
+    )
+    logger.info(
+        "request %s: %s over %d site(s)",
+        request.request_id,
+        request.analysis,
+        len(session.transports),
+    )
+
+    outcomes: dict[str, SiteOutcome] = {}
+    transports = session.transports
+
+    decisions = {s: steps.gate_before.submit(s, t, request) for s, t in transports.items()}
+    runs = {}
+    for site, future in decisions.items():
+        decision = _result(future, site, "gate_before", outcomes)
+        if decision is None:
+            continue
+        if not decision.allowed:
+            outcomes[site] = SiteOutcome(site, SiteStatus.REFUSED, "gate_before", decision.reasons)
+            continue
+        runs[site] = steps.run.submit(site, transports[site], request, timeout)
+    releases = {}
+    for site, future in runs.items():
+        job_id = _result(future, site, "run", outcomes)
+        if job_id is not None:
+            releases[site] = steps.gate_after.submit(site, transports[site], job_id)
+    partials = []
+    for site, future in releases.items():
+        release = _result(future, site, "gate_after", outcomes)
+        if release is None:
+            continue
+        status = {
+            ReleaseOutcome.RELEASED: SiteStatus.RELEASED,
+            ReleaseOutcome.SUPPRESSED: SiteStatus.SUPPRESSED,
+            ReleaseOutcome.REFUSED: SiteStatus.REFUSED,
+        }[release.outcome]
+        outcomes[site] = SiteOutcome(
+            site,
+            status,
+            "gate_after",
+            release.reasons,
+            release.suppressed_cells,
+            release.job_id,
+            release.digests,
+        )
+        table = release.table()
+        if table is not None:
+            partials.append(table)
+    ordered = [outcomes[s] for s in transports]
+    _checkpoint_sites(session, request.request_id)
+    for outcome in ordered:
+        audit.append(
+            "site.outcome",
+            actor=outcome.site,
+            request_id=request.request_id,
+            details={**outcome.row(), "digests": outcome.digests},
+        )
+    _publish_outcomes(name, request.request_id, ordered)
+
+    if len(partials) < min_sites:
+        audit.append(
+            "result.withheld",
+            actor="orchestrator",
+            request_id=request.request_id,
+            details={"released": len(partials), "min_sites": min_sites},
+        )
+        raise QuorumNotMet(
+            f"{len(partials)} site(s) released a partial; the step needs {min_sites}",
+            outcomes=ordered,
+            request_id=request.request_id,
+        )
+    final = analysis.finalize(analysis.merge(partials), params)
+    result_digest = digest_bytes(to_ipc(final))
+    frame = pl.from_arrow(final)
+    assert isinstance(frame, pl.DataFrame)
+    audit.append(
+        "result.produced",
+        actor="orchestrator",
+        request_id=request.request_id,
+        details={
+            "analysis": str(request.analysis),
+            "sites": [o.site for o in ordered if o.contributed],
+            "result_digest": result_digest,
+            "rows": frame.height,
+        },
+    )
+    create_table_artifact(
+        key=f"{_slug(name)}-result",
+        table=frame.to_dicts(),
+        description=f"{request.analysis}: {len(partials)} site(s), request {request.request_id}",
+    )
+    return FederatedResult(
+        analysis=request.analysis,
+        request_id=request.request_id,
+        params=request.params,
+        dataset=request.dataset,
+        result=frame,
+        outcomes=ordered,
+        result_digest=result_digest,
+    )
+
+
+def _result(
+    future: PrefectFuture[Any], site: str, stage: str, outcomes: dict[str, SiteOutcome]
+) -> Any:
+    """The task's result, or None after recording the site as failed."""
+    future.wait()
+    state = future.state
+    if state.is_completed():
+        return future.result()
+    error = state.result(raise_on_failure=False)
+    reason = error.message if isinstance(error, FedflowError) else type(error).__name__
+    if isinstance(error, FedflowError) and error.reason:
+        reason = f"{reason} ({error.reason})"
+    outcomes[site] = SiteOutcome(site, SiteStatus.FAILED, stage, (reason,))
+    return None
+
+
+def _checkpoint_sites(session: FederationSession, request_id: str) -> None:
+    """Record each site's audit head, so a later rewrite of a site's log is detectable here."""
+    for site, transport in session.transports.items():
+        try:
+            head = transport.info().audit_head
+        except FedflowError as exc:
+            session.audit.append(
+                "site.unreachable",
+                actor=site,
+                request_id=request_id,
+                details={"error": exc.message},
+            )
+            continue
+        session.audit.append(
+            "site.checkpoint",
+            actor=site,
+            request_id=request_id,
+            details={"seq": head[0], "hash": head[1]},
+        )
+
+
+def _publish_outcomes(name: str, request_id: str, outcomes: list[SiteOutcome]) -> None:
+    create_table_artifact(
+        key=f"{_slug(name)}-sites",
+        table=[o.row() for o in outcomes],
+        description=f"per-site outcomes of request {request_id}",
+    )
+
+
+def _slug(name: str) -> str:
+    return name.replace("_", "-").lower()

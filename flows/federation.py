@@ -1,0 +1,178 @@
+"""Federation profiles: which sites take part and how each is reached.
+
+A profile is a YAML file, like a Nextflow profile: the flows stay the same when it changes.
+Relative paths resolve against the profile's folder. Example::
+
+    name: fedflow-demo            # the token audience every site of the federation accepts
+    dataset: omop                 # the dataset name analyses run on by default
+    token_file: researcher.token  # optional; FEDFLOW_TOKEN or an explicit token wins
+    state_dir: orchestrator       # the orchestrator's audit log
+    sites:
+      - {name: eu-hospital, transport: in-process, config: sites/eu-hospital/site.yaml}
+
+Opening a profile (:func:`connect`) starts in-process sites and connects to remote ones; the
+open session is registered, so a flow run in this process reuses it instead of starting the
+sites again.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from executors import InProcessSiteTransport, SiteConfig, SiteNode, SiteTransport
+from fedflow.core import ConfigError
+from flows.errors import ProfileInvalid
+from governance.audit import AuditLog
+
+__all__ = ["Federation", "FederationSession", "SiteEntry", "connect", "open_session"]
+
+TOKEN_ENV = "FEDFLOW_TOKEN"
+
+
+class SiteEntry(BaseModel):
+    """One site of a federation and how to reach it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    transport: Literal["in-process"] = "in-process"
+    config: Path
+
+
+class Federation(BaseModel):
+    """A federation profile."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1)
+    dataset: str = "omop"
+    token_file: Path | None = None
+    state_dir: Path = Path("orchestrator")
+    sites: list[SiteEntry] = Field(min_length=1)
+    path: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Federation:
+        names = [s.name for s in self.sites]
+        if len(set(names)) != len(names):
+            raise ValueError("site names must be unique")
+        return self
+
+    @classmethod
+    def load(cls, path: Path) -> Federation:
+        """Read and validate a profile, resolving paths against its folder."""
+        path = path.resolve()
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise ProfileInvalid(f"cannot read federation profile {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ProfileInvalid(
+                f"profile {path} is not valid YAML ({type(exc).__name__})"
+            ) from None
+        if not isinstance(raw, dict):
+            raise ProfileInvalid(f"profile {path} must be a mapping")
+        try:
+            profile = cls.model_validate(raw)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
+                for e in exc.errors(include_input=False, include_url=False)
+            )
+            raise ProfileInvalid(f"profile {path} is invalid: {problems}") from None
+        base = path.parent
+        return profile.model_copy(
+            update={
+                "path": path,
+                "token_file": None if profile.token_file is None else base / profile.token_file,
+                "state_dir": base / profile.state_dir,
+                "sites": [s.model_copy(update={"config": base / s.config}) for s in profile.sites],
+            }
+        )
+
+    def token(self, explicit: str | None = None) -> str:
+        """The researcher token: ``explicit``, else ``$FEDFLOW_TOKEN``, else the token file."""
+        if explicit:
+            return explicit.strip()
+        if os.environ.get(TOKEN_ENV):
+            return os.environ[TOKEN_ENV].strip()
+        if self.token_file is not None and self.token_file.is_file():
+            return self.token_file.read_text().strip()
+        raise ProfileInvalid(
+            f"no researcher token: pass one, set {TOKEN_ENV}, or set token_file in the profile"
+        )
+
+
+@dataclass
+class FederationSession:
+    """An open federation: a transport per site and the orchestrator's audit log."""
+
+    profile: Federation
+    transports: dict[str, SiteTransport]
+    audit: AuditLog
+    token: str
+
+    def close(self) -> None:
+        for transport in self.transports.values():
+            transport.close()
+        self.audit.close()
+
+
+_sessions: dict[Path, FederationSession] = {}
+_lock = threading.Lock()
+
+
+def _open_transport(entry: SiteEntry) -> SiteTransport:
+    config = SiteConfig.load(entry.config)
+    if config.site != entry.name:
+        raise ConfigError(f"profile names site {entry.name!r} but its config says {config.site!r}")
+    return InProcessSiteTransport(SiteNode(config), owned=True)
+
+
+@contextmanager
+def connect(profile: Federation | Path, *, token: str | None = None) -> Iterator[FederationSession]:
+    """Open a federation for the duration of the block (and register it for flows to reuse)."""
+    fed = profile if isinstance(profile, Federation) else Federation.load(profile)
+    fed.state_dir.mkdir(parents=True, exist_ok=True)
+    transports: dict[str, SiteTransport] = {}
+    audit = AuditLog(fed.state_dir / "audit.db", site="orchestrator")
+    try:
+        for entry in fed.sites:
+            transports[entry.name] = _open_transport(entry)
+        session = FederationSession(fed, transports, audit, fed.token(token))
+    except BaseException:
+        for transport in transports.values():
+            transport.close()
+        audit.close()
+        raise
+    key = fed.path or Path(fed.name)
+    with _lock:
+        _sessions[key] = session
+    try:
+        yield session
+    finally:
+        with _lock:
+            _sessions.pop(key, None)
+        session.close()
+
+
+@contextmanager
+def open_session(profile_path: str | Path) -> Iterator[FederationSession]:
+    """The registered session for a profile, or a new one for the duration of the block."""
+    path = Path(profile_path).resolve()
+    with _lock:
+        existing = _sessions.get(path)
+    if existing is not None:
+        yield existing
+        return
+    with connect(path) as session:
+        yield session

@@ -1,0 +1,83 @@
+"""What happened at each site in one federated step, and the step's result."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import polars as pl
+
+from fedflow.core.analysis import AnalysisRef
+
+__all__ = ["FederatedResult", "SiteOutcome", "SiteStatus"]
+
+
+class SiteStatus(StrEnum):
+    """A site's part in one step."""
+
+    RELEASED = "released"
+    SUPPRESSED = "released_with_suppression"
+    REFUSED = "refused"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class SiteOutcome:
+    """One site's outcome: its status, why, and the digests of what it released."""
+
+    site: str
+    status: SiteStatus
+    stage: str
+    """Where it was decided: ``gate_before``, ``run`` or ``gate_after``."""
+    reasons: tuple[str, ...] = ()
+    suppressed_cells: int = 0
+    job_id: str | None = None
+    digests: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def contributed(self) -> bool:
+        return self.status in (SiteStatus.RELEASED, SiteStatus.SUPPRESSED)
+
+    def row(self) -> dict[str, Any]:
+        """A flat row for tables and artifacts."""
+        return {
+            "site": self.site,
+            "outcome": self.status.value,
+            "stage": self.stage,
+            "suppressed_cells": self.suppressed_cells,
+            "reasons": "; ".join(self.reasons),
+        }
+
+
+@dataclass(frozen=True)
+class FederatedResult:
+    """The merged, finalized result of one federated step, with its per-site outcomes."""
+
+    analysis: AnalysisRef
+    request_id: str
+    params: dict[str, Any]
+    dataset: str
+    result: pl.DataFrame
+    outcomes: list[SiteOutcome]
+    result_digest: str
+
+    @property
+    def sites_contributing(self) -> list[str]:
+        return [o.site for o in self.outcomes if o.contributed]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready document: the result rows, the per-site outcomes and the lineage."""
+        return {
+            "analysis": str(self.analysis),
+            "code_digest": self.analysis.code_digest,
+            "request_id": self.request_id,
+            "dataset": self.dataset,
+            "params": self.params,
+            "result": self.result.to_dicts(),
+            "sites": [
+                {**asdict(o), "status": o.status.value, "reasons": list(o.reasons)}
+                for o in self.outcomes
+            ],
+            "result_digest": self.result_digest,
+        }

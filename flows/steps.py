@@ -1,0 +1,55 @@
+"""The Prefect tasks of one federated step: gate_before, run, gate_after at each site.
+
+Each task is coarse (one site, one stage) so the orchestrator's cost grows with sites, not
+with rows. A task fails (and shows red in the Prefect UI) when its site fails; the flow turns
+that into the site's outcome and carries on with the others.
+"""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from executors import AnalysisFailed, SiteTransport, SiteUnavailable
+from fedflow.core.messages import Decision, JobState, Release, Request
+
+__all__ = ["gate_after", "gate_before", "run"]
+
+DEFAULT_TIMEOUT = 600.0
+
+
+@task(name="gate_before", task_run_name="gate_before-{site}", cache_policy=NO_CACHE)
+def gate_before(site: str, transport: SiteTransport, request: Request) -> Decision:
+    """Ask the site's pre-gate whether it will run the request."""
+    decision = transport.check(request)
+    get_run_logger().info("%s: %s (%s)", site, decision.verdict.value, "; ".join(decision.reasons))
+    return decision
+
+
+@task(name="run", task_run_name="run-{site}", cache_policy=NO_CACHE)
+def run(
+    site: str, transport: SiteTransport, request: Request, timeout: float = DEFAULT_TIMEOUT
+) -> str:
+    """Have the site run the request on its Dask cluster into quarantine; return the job id."""
+    job_id = transport.submit(request)
+    status = transport.wait(job_id, timeout)
+    if status.state is JobState.RUNNING:
+        raise SiteUnavailable(
+            f"job did not finish within {timeout:g} s", site=site, request_id=request.request_id
+        )
+    if status.state is JobState.FAILED:
+        raise AnalysisFailed(
+            status.error or "analysis failed", site=site, request_id=request.request_id
+        )
+    get_run_logger().info("%s: job %s quarantined", site, job_id)
+    return job_id
+
+
+@task(name="gate_after", task_run_name="gate_after-{site}", cache_policy=NO_CACHE)
+def gate_after(site: str, transport: SiteTransport, job_id: str) -> Release:
+    """Ask the site's airlock to check the quarantined partial and release it."""
+    release = transport.release(job_id)
+    get_run_logger().info(
+        "%s: %s, %d cell(s) suppressed", site, release.outcome.value, release.suppressed_cells
+    )
+    return release
