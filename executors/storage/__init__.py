@@ -13,13 +13,19 @@ from urllib.parse import urlsplit
 from executors.errors import StorageError
 from executors.storage.base import Location
 from executors.storage.local import LocalLocation
+from executors.storage.reader import read_parquet
 
-__all__ = ["LocalLocation", "Location", "open_location"]
+__all__ = ["LocalLocation", "Location", "open_location", "read_parquet"]
 
 # scheme -> "module:Class"; each class lists its schemes in ``Location.schemes``.
 _SCHEMES: dict[str, str] = {
     "": "executors.storage.local:LocalLocation",
     "file": "executors.storage.local:LocalLocation",
+    "s3": "executors.storage.s3:S3Location",
+    "az": "executors.storage.azure:AzureBlobLocation",
+    "abfs": "executors.storage.azure:AzureBlobLocation",
+    "abfss": "executors.storage.azure:AzureBlobLocation",
+    "gs": "executors.storage.gcs:GcsLocation",
 }
 
 
