@@ -289,18 +289,40 @@ def _check(rows: list[tuple[Any, ...]], expected_head: tuple[int, str] | None) -
         nxt = genuine.get(o + 1)
         if nxt is not None and nxt.prev_hash != sealed.hash:
             problems.append((o, "edited (hash recomputed: the next entry does not link to it)"))
-    highest = 0
-    for e in entries:
-        o = origin[e.seq]
-        if o is None or genuine.get(o) is not e:
-            continue
-        if o < highest:
+    placed = [(e, o) for e in entries if (o := origin[e.seq]) is not None and genuine[o] is e]
+    in_order = _longest_increasing([o for _, o in placed])
+    for i, (e, o) in enumerate(placed):
+        if i not in in_order:
             problems.append((o, f"reordered (stored at seq {e.seq})"))
-        highest = max(highest, o)
     if expected_head is not None:
         problems += _check_head(expected_head, genuine, last)
     problems.sort(key=lambda p: p[0])
     return tuple(f"seq {seq}: {kind}" for seq, kind in dict.fromkeys(problems))
+
+
+def _longest_increasing(values: list[int]) -> set[int]:
+    """Indices of a longest strictly increasing subsequence (patience sorting)."""
+    tails: list[int] = []  # index of the smallest tail of each length
+    parent: list[int | None] = [None] * len(values)
+    for i, v in enumerate(values):
+        lo, hi = 0, len(tails)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if values[tails[mid]] < v:
+                lo = mid + 1
+            else:
+                hi = mid
+        parent[i] = tails[lo - 1] if lo else None
+        if lo == len(tails):
+            tails.append(i)
+        else:
+            tails[lo] = i
+    kept: set[int] = set()
+    at = tails[-1] if tails else None
+    while at is not None:
+        kept.add(at)
+        at = parent[at]
+    return kept
 
 
 def _origin(
