@@ -97,9 +97,10 @@ def _start(cmd: list[str], health: str, name: str, log: Path) -> subprocess.Pope
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop an emulator; kill it after a short grace (moto's server waits for idle clients)."""
     proc.terminate()
     try:
-        proc.wait(timeout=10)
+        proc.wait(timeout=2)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
