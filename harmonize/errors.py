@@ -6,7 +6,7 @@
     └── HarmonizeError                        harmonization cannot go on as asked
         ├── SourceNotFound (FileNotFoundError) a raw export, bundle or vocabulary file is missing
         ├── InvalidSource (ValueError)         a source file does not have the expected layout
-        ├── MalformedResource (ValueError)     a FHIR resource fails its R4 model (skipped, reported)
+        ├── MalformedResource (ValueError)     a FHIR resource fails its R4 model (skipped)
         ├── UnmappedCode (LookupError)         a code has no standard concept where one is required
         ├── VocabularyMissing (LookupError)    the vocabulary store lacks a table the run needs
         ├── ReviewFileInvalid (ValueError)     a mapping review file cannot be accepted as written

@@ -69,10 +69,17 @@ class CdmSpec:
         """Table names, lower case."""
         return list(self.fields)
 
-    def schema(self, table: str) -> pa.Schema:
-        """The Arrow schema of ``table`` (lower-case names, nullability from ``isRequired``)."""
+    def schema(self, table: str, *, strict: bool = False) -> pa.Schema:
+        """The Arrow schema of ``table`` (lower-case names, spec order).
+
+        Fields are nullable unless ``strict``, where nullability follows ``isRequired``: the
+        written files keep nulls so that the conformance checks can count them.
+        """
         return pa.schema(
-            [pa.field(f.name, arrow_type(f.datatype), nullable=not f.required) for f in self[table]]
+            [
+                pa.field(f.name, arrow_type(f.datatype), nullable=not (strict and f.required))
+                for f in self[table]
+            ]
         )
 
     def primary_key(self, table: str) -> str | None:

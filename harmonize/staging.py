@@ -106,7 +106,8 @@ class StagedSource:
 
     ``source_rows`` counts the rows read per source table; ``rejected`` counts, per source table
     and reason, the rows the reader itself refused (malformed FHIR resources, tables out of scope).
-    ``issues`` lists those problems with ids (never values) for the report.
+    ``issues`` lists those problems with ids (never values) for the report. ``names`` gives the
+    source table behind persons, visits, providers and care sites (for the accounting).
     """
 
     persons: pa.Table
@@ -114,6 +115,14 @@ class StagedSource:
     events: pa.Table
     providers: pa.Table = field(default_factory=lambda: empty(PROVIDER_SCHEMA))
     care_sites: pa.Table = field(default_factory=lambda: empty(CARE_SITE_SCHEMA))
+    names: dict[str, str] = field(
+        default_factory=lambda: {
+            "persons": "patients",
+            "visits": "encounters",
+            "providers": "providers",
+            "care_sites": "organizations",
+        }
+    )
     source_rows: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, dict[str, int]] = field(default_factory=dict)
     issues: list[dict[str, str]] = field(default_factory=list)

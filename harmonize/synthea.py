@@ -4,8 +4,8 @@ Which file feeds which CDM table, and with which vocabulary, follows ETL-Synthea
 conditions, procedures, devices, supplies and allergies carry SNOMED CT codes, observations LOINC,
 medications RxNorm, immunizations CVX; the target table of a coded row is decided later by the
 domain of its standard concept (a SNOMED "finding" lands in ``observation``). Allergies always go
-to ``observation``. Claims, payers, care plans and imaging studies are outside the clinical CDM
-tables built here; their rows are counted as rejected ``out_of_scope``.
+to ``observation``. Claims, payers, care plans, imaging studies and supplies are not loaded by
+ETL-Synthea's CDM tables either; their rows are counted as rejected ``out_of_scope``.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ OUT_OF_SCOPE = (
     "payer_transitions",
     "careplans",
     "imaging_studies",
+    "supplies",
 )
 
 
@@ -68,13 +69,8 @@ _EVENT_FILES = (
     _EventFile("immunizations", "DATE", None, "CVX", "drug_exposure"),
     _EventFile("procedures", "START", "STOP", "SNOMED", "procedure_occurrence"),
     _EventFile("observations", "DATE", None, "LOINC", "measurement", value="VALUE", unit="UNITS"),
-    _EventFile(
-        "allergies", "START", "STOP", "SNOMED", "observation", False, True, system="SYSTEM"
-    ),
+    _EventFile("allergies", "START", "STOP", "SNOMED", "observation", False, True, system="SYSTEM"),
     _EventFile("devices", "START", "STOP", "SNOMED", "device_exposure", identifier="UDI"),
-    _EventFile(
-        "supplies", "DATE", None, "SNOMED", "device_exposure", date_only=True, quantity="QUANTITY"
-    ),
 )
 
 _SYSTEMS = {"SNOMED-CT": "SNOMED", "SNOMED": "SNOMED", "RXNORM": "RxNorm", "LOINC": "LOINC"}
@@ -111,6 +107,17 @@ def _ts(col: pa.ChunkedArray) -> pa.ChunkedArray:
 
 def _nulls(n: int, typ: pa.DataType) -> pa.Array:
     return pa.nulls(n, typ)
+
+
+def _const(value: str, n: int) -> pa.Array:
+    return pa.repeat(pa.scalar(value, _STR), n)
+
+
+def _numbers(values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """Values that are plain decimal numbers as float64, others null (ETL-Synthea's rule)."""
+    numeric = pc.match_substring_regex(values, r"^[-+]?[0-9]+\.?[0-9]*$")
+    kept = pc.if_else(numeric, values, pa.scalar(None, _STR))
+    return pc.cast(kept, _F64)
 
 
 def _rows(n: int) -> pa.Array:
@@ -205,22 +212,13 @@ def _events(raw: Path, spec: _EventFile) -> pa.Table | None:
         return None
     n = t.num_rows
     if spec.system:
-        vocab = pc.fill_null(
-            pc.replace_with_mask(
-                t[spec.system],
-                pc.invert(pc.is_in(t[spec.system], pa.array(list(_SYSTEMS)))),
-                pa.nulls(n, _STR),
-            ),
-            spec.vocabulary,
-        )
-        vocab = pa.chunked_array(
-            [pa.array([_SYSTEMS.get(v, v) for v in vocab.to_pylist()], _STR)]
-        )
+        systems = t[spec.system].to_pylist()
+        vocab = pa.array([_SYSTEMS.get((v or "").upper(), spec.vocabulary) for v in systems], _STR)
     else:
-        vocab = pa.chunked_array([pa.array([spec.vocabulary] * n, _STR)]) if n else pa.array([], _STR)
+        vocab = _const(spec.vocabulary, n)
     value = t[spec.value] if spec.value else _nulls(n, _STR)
     cols = {
-        "source_table": pa.array([spec.name] * n, _STR) if n else pa.array([], _STR),
+        "source_table": _const(spec.name, n),
         "source_row": _rows(n),
         "person_key": t["PATIENT"],
         "visit_key": t["ENCOUNTER"],
@@ -230,12 +228,12 @@ def _events(raw: Path, spec: _EventFile) -> pa.Table | None:
         "vocabulary_id": vocab,
         "code": t["CODE"],
         "description": t["DESCRIPTION"],
-        "value_number": pc.cast(value, _F64, safe=False) if spec.value and False else _nulls(n, _F64),
+        "value_number": _numbers(value) if spec.value else _nulls(n, _F64),
         "value_string": value,
         "unit": t[spec.unit] if spec.unit else _nulls(n, _STR),
         "quantity": t[spec.quantity] if spec.quantity else _nulls(n, _F64),
         "identifier": t[spec.identifier] if spec.identifier else _nulls(n, _STR),
-        "default_table": pa.array([spec.default_table] * n, _STR) if n else pa.array([], _STR),
+        "default_table": _const(spec.default_table, n),
         "route_by_domain": pa.array([spec.route_by_domain] * n, pa.bool_()),
     }
     return pa.table(cols, schema=EVENT_SCHEMA)
@@ -274,8 +272,17 @@ def _providers(raw: Path) -> tuple[pa.Table, pa.Table, dict[str, int]]:
         counts["organizations"] = o.num_rows
         n = o.num_rows
         sites = pa.table(
-            [o["Id"], o["NAME"], o["ADDRESS"], o["CITY"], o["STATE"], o["ZIP"]]
-            + [_nulls(n, _STR), o["LAT"], o["LON"]],
+            [
+                o["Id"],
+                o["NAME"],
+                o["ADDRESS"],
+                o["CITY"],
+                o["STATE"],
+                o["ZIP"],
+                _nulls(n, _STR),
+                o["LAT"],
+                o["LON"],
+            ],
             schema=CARE_SITE_SCHEMA,
         )
     return providers, sites, counts

@@ -193,7 +193,9 @@ class VocabularyStore:
         )
         self._by_code = {}
         self._concepts = {}
-        for cid, vocab, code, domain, std in zip(*(c.to_pylist() for c in concept.columns)):
+        for cid, vocab, code, domain, std in zip(
+            *(c.to_pylist() for c in concept.columns), strict=False
+        ):
             self._concepts[cid] = (domain, std)
             self._by_code.setdefault((vocab, code), (cid, domain, std))
         rel = pl.from_arrow(self.table("concept_relationship"))
@@ -202,24 +204,19 @@ class VocabularyStore:
             (pl.col("relationship_id") == "Maps to") & pl.col("invalid_reason").is_null()
         )
         self._maps_to = {}
-        for a, b in zip(maps["concept_id_1"].to_list(), maps["concept_id_2"].to_list()):
+        for a, b in zip(
+            maps["concept_id_1"].to_list(), maps["concept_id_2"].to_list(), strict=False
+        ):
             self._maps_to.setdefault(a, []).append(b)
         self._stcm = {}
         stcm = self.table("source_to_concept_map").select(
             ["source_vocabulary_id", "source_code", "target_concept_id", "invalid_reason"]
         )
-        for vocab, code, target, invalid in zip(*(c.to_pylist() for c in stcm.columns)):
+        for vocab, code, target, invalid in zip(
+            *(c.to_pylist() for c in stcm.columns), strict=False
+        ):
             if invalid is None and target is not None:
                 self._stcm.setdefault((vocab, code), []).append(target)
-
-    def add_source_to_concept_map(self, rows: pa.Table) -> None:
-        """Use extra ``source_to_concept_map`` rows (accepted review rows) in this session."""
-        existing = self.table("source_to_concept_map")
-        self._tables["source_to_concept_map"] = pa.concat_tables(
-            [existing, rows.select(existing.schema.names).cast(existing.schema)]
-        )
-        self._by_code = None
-        self._cache.clear()
 
     def domain_of(self, concept_id: int) -> str | None:
         """The domain of a concept, None when the store does not hold it."""
