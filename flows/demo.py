@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
@@ -29,7 +30,9 @@ __all__ = [
     "FEDERATION",
     "DemoSite",
     "build_demo",
+    "compare_with_pooled",
     "eunomia_tables",
+    "pool",
     "pooled_answer",
     "split_by_person",
 ]
@@ -78,7 +81,7 @@ DEMO_ANALYSES: tuple[tuple[str, str, dict[str, Any]], ...] = (
     (
         "characterization",
         "GI bleeding cohort by age band and gender",
-        {**GI_BLEED, "age_band_width": 20},
+        {**GI_BLEED, "age_band_width": 5},
     ),
     (
         "numeric_summary",
@@ -122,9 +125,12 @@ def split_by_person(
 
 
 def build_demo(
-    root: Path, *, source: Path | None = None, sites: Sequence[DemoSite] = DEMO_SITES
+    root: Path,
+    parts: Sequence[Mapping[str, pa.Table]],
+    *,
+    sites: Sequence[DemoSite] = DEMO_SITES,
 ) -> Path:
-    """Build the demo federation under ``root``; return the federation profile's path."""
+    """Write one site per part (see :func:`split_by_person`) under ``root``; return the profile."""
     root.mkdir(parents=True, exist_ok=True)
     key_path = root / "issuer" / "demo-issuer.key.pem"
     if key_path.exists():
@@ -145,7 +151,6 @@ def build_demo(
     (root / "researcher.token").chmod(0o600)
 
     registry = default_registry()
-    parts = split_by_person(eunomia_tables(source), [s.share for s in sites])
     entries = []
     for site, tables in zip(sites, parts, strict=True):
         home = root / "sites" / site.name
@@ -188,6 +193,16 @@ def build_demo(
     return root / "federation.yaml"
 
 
+def pool(parts: Sequence[Mapping[str, pa.Table]]) -> dict[str, pa.Table]:
+    """The pooled tables of several sites: person tables stacked, shared tables taken once."""
+    return {
+        name: pa.concat_tables([p[name] for p in parts])
+        if "person_id" in table.column_names
+        else table
+        for name, table in parts[0].items()
+    }
+
+
 def pooled_answer(
     analysis: str, params: Mapping[str, Any], tables: Mapping[str, pa.Table]
 ) -> pa.Table:
@@ -197,6 +212,42 @@ def pooled_answer(
     declared = impl.tables(parsed)
     data = {t: tables[t].select(list(c)) for t, c in declared.items()}
     return impl.finalize(impl.merge([impl.local(data, parsed)]), parsed)
+
+
+def compare_with_pooled(
+    federated: pl.DataFrame, pooled: pa.Table, *, rtol: float = 1e-9
+) -> dict[str, list[str]]:
+    """Compare a federated result with the pooled answer, cell by cell.
+
+    Returns the cells (``column`` or ``column[key]``) that are ``equal`` (to ``rtol``),
+    ``withheld`` (suppressed at a site) and ``different``.
+    """
+    pool = pl.from_arrow(pooled)
+    assert isinstance(pool, pl.DataFrame)
+    keys = [c for c in federated.columns if federated[c].dtype == pl.String]
+    values = [c for c in federated.columns if c not in keys]
+    if keys:
+        joined = federated.join(pool, on=keys, how="full", suffix="__pooled", coalesce=True)
+    else:
+        renamed = pool.rename({c: f"{c}__pooled" for c in pool.columns})
+        joined = pl.concat([federated, renamed], how="horizontal")
+    verdict: dict[str, list[str]] = {"equal": [], "withheld": [], "different": []}
+    for row in joined.iter_rows(named=True):
+        label = ",".join(str(row[k]) for k in keys)
+        for column in values:
+            ours, theirs = row[column], row[f"{column}__pooled"]
+            cell = f"{column}[{label}]" if keys else column
+            if ours is None and theirs is not None:
+                verdict["withheld"].append(cell)
+            elif ours == theirs or (
+                ours is not None
+                and theirs is not None
+                and abs(ours - theirs) <= rtol * max(1.0, abs(theirs))
+            ):
+                verdict["equal"].append(cell)
+            else:
+                verdict["different"].append(cell)
+    return verdict
 
 
 def _write_yaml(path: Path, value: Any) -> None:

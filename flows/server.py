@@ -2,8 +2,8 @@
 
 Without ``PREFECT_API_URL`` every Prefect process would start a temporary server of its own,
 slowly, and can drop records at exit. :func:`prefect_api` instead starts ``prefect server``
-(SQLite under ``home``) on a free loopback port, waits until it is healthy, points this process
-at it, and stops it at the end, after flushing logs and events. With ``PREFECT_API_URL`` set it
+(SQLite under ``home``) on a free loopback port, points this process at it, and stops it at
+the end, after flushing logs and events. With ``PREFECT_API_URL`` set it
 uses that server and starts nothing. Telemetry is off unless the operator turned it on.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from flows.errors import FlowError
 
-__all__ = ["PrefectServerUnavailable", "prefect_api", "quiet_telemetry"]
+__all__ = ["PrefectApi", "PrefectServerUnavailable", "prefect_api", "quiet_telemetry"]
 
 log = logging.getLogger(__name__)
 
@@ -37,46 +37,72 @@ def quiet_telemetry() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
+class PrefectApi:
+    """A handle on the Prefect API this process uses; :meth:`wait` blocks until it is healthy."""
+
+    def __init__(
+        self, url: str, proc: subprocess.Popen[bytes] | None, log: Path | None, timeout: float
+    ) -> None:
+        self.url = url
+        self._proc = proc
+        self._log = log
+        self._timeout = timeout
+        self._ready = proc is None
+
+    def wait(self) -> str:
+        """Block until the API answers its health check; return its URL."""
+        if not self._ready:
+            assert self._proc is not None and self._log is not None
+            _wait_healthy(self.url, self._proc, self._timeout, self._log)
+            self._ready = True
+        return self.url
+
+
 @contextmanager
-def prefect_api(home: Path, *, timeout: float = 90.0) -> Iterator[str]:
-    """Yield the URL of a healthy Prefect API: ``PREFECT_API_URL``, or a local server."""
+def prefect_api(home: Path, *, timeout: float = 120.0) -> Iterator[PrefectApi]:
+    """The Prefect API to use: ``PREFECT_API_URL``, or a local server started now.
+
+    The local server starts in the background; call :meth:`PrefectApi.wait` before the first
+    flow, so that work before it overlaps the server's start-up.
+    """
     quiet_telemetry()
     if os.environ.get("PREFECT_API_URL"):
-        yield os.environ["PREFECT_API_URL"]
+        yield PrefectApi(os.environ["PREFECT_API_URL"], None, None, timeout)
         return
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     home.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(home.resolve()), "PREFECT_UI_ENABLED": "true"}
+    env = {**os.environ, "PREFECT_HOME": str(home.resolve())}
     env.pop("PREFECT_API_URL", None)
-    logfile = (home / "server.log").open("ab")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "prefect",
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=logfile,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=env,
-    )
+    logpath = home / "server.log"
+    with logpath.open("ab") as logfile:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+    api = PrefectApi(url, proc, logpath, timeout)
     try:
-        _wait_healthy(url, proc, timeout, home / "server.log")
-        log.info("Prefect API at %s (UI http://127.0.0.1:%d)", url, port)
         with temporary_settings(updates={PREFECT_API_URL: url}):
             try:
-                yield url
+                yield api
             finally:
-                _flush()
+                if api._ready:
+                    _flush()
     finally:
         proc.terminate()
         try:
@@ -84,7 +110,7 @@ def prefect_api(home: Path, *, timeout: float = 90.0) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        logfile.close()
+        log.info("stopped the local Prefect server at %s", url)
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float, logpath: Path) -> None:

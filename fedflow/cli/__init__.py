@@ -1,0 +1,42 @@
+"""The ``fedflow`` command line: on top of every layer."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+# Defaults for a custodian-grade tool, set before Prefect or Dask are imported: no telemetry,
+# Prefect's own console chatter only for warnings (run logs still reach the Prefect API), and
+# Dask's scheduler and worker logs only for warnings.
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+
+import typer
+
+from fedflow.cli.audit import app as audit_app
+from fedflow.cli.demo import demo
+from fedflow.cli.identity import keys_app, token_app
+from fedflow.cli.run import analyses, run
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="fedflow",
+    help="Federated analyses over data that stays with its custodians.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.command()(demo)
+app.command()(run)
+app.command()(analyses)
+app.add_typer(audit_app, name="audit")
+app.add_typer(keys_app, name="keys")
+app.add_typer(token_app, name="token")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app()
