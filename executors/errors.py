@@ -44,7 +44,9 @@ class SiteUnavailable(SiteError):
 class RequestRefused(SiteError):
     """The site's gate refused the request; ``reasons`` says why."""
 
-    def __init__(self, message: str, *, reasons: tuple[str, ...] = (), **context: str | None) -> None:
+    def __init__(
+        self, message: str, *, reasons: tuple[str, ...] = (), **context: str | None
+    ) -> None:
         super().__init__(message, **context)
         self.reasons = reasons
 
