@@ -24,6 +24,7 @@ __all__ = ["SiteCluster"]
 log = logging.getLogger(__name__)
 
 MERGE_FAN_IN = 4
+LOOPBACK_ANY_PORT = "127.0.0.1:0"
 
 
 class SiteCluster:
@@ -35,14 +36,17 @@ class SiteCluster:
         if config.scheduler_address:
             self.client = Client(config.scheduler_address, set_as_default=False)
         else:
-            # In-process workers talk over inproc:// and open no port; worker processes
-            # listen on loopback only.
+            # In-process workers talk over inproc:// and open no port; worker processes listen
+            # on loopback only. The scheduler and workers still serve HTTP (health, metrics):
+            # bound to loopback, with the dashboard off, so a site exposes nothing by default.
             network = {"host": "127.0.0.1"} if config.processes else {}
             self._cluster = LocalCluster(
                 n_workers=config.workers,
                 threads_per_worker=config.threads_per_worker,
                 processes=config.processes,
-                dashboard_address=None,
+                dashboard_address=LOOPBACK_ANY_PORT,
+                worker_dashboard_address=LOOPBACK_ANY_PORT,
+                scheduler_kwargs={"dashboard": False},
                 name=name,
                 **network,
             )

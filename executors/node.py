@@ -58,13 +58,13 @@ _VALIDATORS = {OutputKind.FREQUENCY: frequency.validate, OutputKind.SUMMARY: sum
 
 @dataclass(frozen=True)
 class _Plan:
-    """What an allowed request will run."""
+    """A decision and, when it allows the request, what will run."""
 
     decision: Decision
-    analysis: Analysis[Any]
-    params: Any
-    dataset: Dataset
-    tables: TableColumns
+    analysis: Analysis[Any] | None = None
+    params: Any = None
+    dataset: Dataset | None = None
+    tables: TableColumns | None = None
 
 
 class SiteNode:
@@ -116,7 +116,7 @@ class SiteNode:
     def submit(self, request: Request) -> str:
         """Re-check ``request`` and start it on the site's cluster; return the job id."""
         plan = self._plan(request, step="submit")
-        if not plan.decision.allowed:
+        if plan.analysis is None or plan.dataset is None:
             raise RequestRefused(
                 "the site's gate refused the request",
                 reasons=plan.decision.reasons,
@@ -254,9 +254,7 @@ class SiteNode:
         return plan
 
     def _decide(self, request: Request) -> _Plan:
-        analysis = self.registry.resolve(request.analysis)
-        params = analysis.parse_params(request.params)
-        tables = analysis.tables(params)
+        # Authenticate first: an unauthenticated caller learns nothing about analyses or data.
         try:
             identity = verify_token(
                 request.token, trusted=self.trusted, audience=self.config.audience
@@ -269,16 +267,21 @@ class SiteNode:
                 reasons=(f"token rejected: {exc.reason}",),
                 policy_digest=self.policy.digest,
             )
-            return _Plan(decision, analysis, params, self.catalogue.get(request.dataset), tables)
+            return _Plan(decision)
+        analysis = self.registry.resolve(request.analysis)
+        params = analysis.parse_params(request.params)
+        tables = analysis.tables(params)
         decision = self.policy.evaluate(
             site=self.name, request=request, identity=identity, analysis=analysis, tables=tables
         )
+        if not decision.allowed:
+            return _Plan(decision)
         dataset = self.catalogue.get(request.dataset)
-        if decision.allowed:
-            dataset.check_columns(tables)
+        dataset.check_columns(tables)
         return _Plan(decision, analysis, params, dataset, tables)
 
     def _execute(self, job: Job, plan: _Plan) -> None:
+        assert plan.analysis is not None and plan.dataset is not None and plan.tables is not None
         try:
             partial = self.cluster.run(plan.analysis, plan.params, plan.dataset, plan.tables)
             _VALIDATORS[job.output](partial)

@@ -130,13 +130,13 @@ def _federated_step(
             continue
         runs[site] = steps.run.submit(site, transports[site], request, timeout)
     releases = {}
-    for site, future in runs.items():
-        job_id = _result(future, site, "run", outcomes)
+    for site, run_future in runs.items():
+        job_id = _result(run_future, site, "run", outcomes)
         if job_id is not None:
             releases[site] = steps.gate_after.submit(site, transports[site], job_id)
     partials = []
-    for site, future in releases.items():
-        release = _result(future, site, "gate_after", outcomes)
+    for site, release_future in releases.items():
+        release = _result(release_future, site, "gate_after", outcomes)
         if release is None:
             continue
         status = {
