@@ -56,9 +56,17 @@ def _fit(values: ArrayLike, field: pa.Field, max_length: int | None) -> ArrayLik
 
 
 def conform(
-    table: str, columns: Mapping[str, ArrayLike], spec: CdmSpec, *, num_rows: int
+    table: str,
+    columns: Mapping[str, ArrayLike],
+    spec: CdmSpec,
+    *,
+    num_rows: int,
+    presorted: bool = False,
 ) -> pa.Table:
-    """Build CDM ``table`` from ``columns`` (missing ones null), sorted and numbered."""
+    """Build CDM ``table`` from ``columns`` (missing ones null), sorted and numbered.
+
+    ``presorted`` says the rows already come by person and start date.
+    """
     schema = spec.schema(table)
     lengths = {f.name: f.max_length for f in spec[table]}
     pk = spec.primary_key(table)
@@ -72,7 +80,7 @@ def conform(
             arrays.append(pa.nulls(num_rows, field.type))
     names = schema.names
     built = pa.Table.from_arrays(arrays, names=names)
-    if "person_id" in names and num_rows:
+    if "person_id" in names and num_rows and not presorted:
         keys = [("person_id", "ascending")]
         if (order := date_column(table)) is not None:
             keys.append((order, "ascending"))

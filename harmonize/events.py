@@ -173,7 +173,10 @@ def build_events(
         for name, count in _counts_by_source(source, mask).items():
             account = out.accounts.setdefault(name, SourceAccount(source_table=name))
             account.rejected[reason] = count
-    e = events.filter(keep).append_column("person_id", person_id.filter(keep))
+    if pc.all(keep).as_py():
+        e = events.append_column("person_id", person_id)  # the usual case: no copy
+    else:
+        e = events.filter(keep).append_column("person_id", person_id.filter(keep))
 
     key = pc.binary_join_element_wise(e["vocabulary_id"], e["code"], "\x1f")
     uniq = pc.unique(key)
@@ -194,14 +197,12 @@ def build_events(
     rows = np.repeat(np.arange(len(key_idx)), row_counts)
     within = np.arange(len(rows)) - np.repeat(np.cumsum(row_counts) - row_counts, row_counts)
     flat_idx = offsets[key_idx[rows]] + within
-    x = e.take(pa.array(rows))
+    x = e if len(rows) == e.num_rows else e.take(pa.array(rows))  # 1:n maps to: repeat rows
     domain = pc.take(flat_domain, pa.array(flat_idx))
-    routed = pc.take(
-        pa.array(list(DOMAIN_TABLE.values())), pc.index_in(domain, pa.array(list(DOMAIN_TABLE)))
-    )
-    target = pc.if_else(
-        pc.and_(x["route_by_domain"], pc.is_valid(routed)), routed, x["default_table"]
-    )
+    # Target table as a small integer (position in EVENT_TABLES): cheap to sort on.
+    routed = pc.index_in(domain, pa.array(list(DOMAIN_TABLE)))
+    default = pc.index_in(x["default_table"], pa.array(list(EVENT_TABLES)))
+    target = pc.if_else(pc.and_(x["route_by_domain"], pc.is_valid(routed)), routed, default)
     visit_id = visits.lookup(x["visit_key"])
     g: dict[str, Col] = {
         "person_id": x["person_id"],
@@ -221,37 +222,56 @@ def build_events(
         "quantity": x["quantity"],
         "identifier": x["identifier"],
     }
-    for table, builder in _TABLES.items():
-        mask = pc.equal(target, table)
-        part = {k: pc.filter(v, mask) for k, v in g.items()}
-        n = len(part["person_id"])
+    # One sort by (table, person, start) instead of a filter per table: each table is then a
+    # zero-copy slice that is already in the order conform() wants.
+    order = pc.sort_indices(
+        pa.table({"t": target, "p": x["person_id"], "s": x["start"]}),
+        sort_keys=[("t", "ascending"), ("p", "ascending"), ("s", "ascending")],
+    )
+    g_concept = g["concept_id"]
+    g = {k: pc.take(v, order) for k, v in g.items()}
+    sorted_target = pc.take(target, order)
+    zero = pc.equal(g["concept_id"], 0)
+    local = pc.and_(zero, pc.equal(g["source_concept_id"], 0))
+    unsorted_zero = pc.equal(g_concept, 0)  # filter before the sort: no chunk concatenation
+    zero_rows = x.select(["vocabulary_id", "code", "description", "source_row"]).filter(
+        unsorted_zero
+    )
+    zero_target = pc.filter(target, unsorted_zero)
+    per_table = {d["values"]: d["counts"] for d in pc.value_counts(sorted_target).to_pylist()}
+    start = 0
+    for position, table in enumerate(EVENT_TABLES):
+        n = per_table.get(position, 0)
+        part = {k: v.slice(start, n) for k, v in g.items()}
         columns = {
             "person_id": part["person_id"],
             "provider_id": part["provider_id"],
             "visit_occurrence_id": part["visit_occurrence_id"],
-            **builder(part, n),
+            **_TABLES[table](part, n),
         }
-        out.tables[table] = conform(table, columns, spec, num_rows=n)
+        out.tables[table] = conform(table, columns, spec, num_rows=n, presorted=True)
         out.coverage[table] = _coverage(
-            table, x.filter(mask), part["concept_id"], part["source_concept_id"]
+            table,
+            n,
+            zero_rows.filter(pc.equal(zero_target, position)),
+            pc.sum(local.slice(start, n)).as_py() or 0,
         )
+        start += n
     return out
 
 
-def _coverage(table: str, rows: pa.Table, concept: Col, source_concept: Col) -> TableCoverage:
-    zero = pc.equal(concept, 0)
-    local = pc.and_(zero, pc.equal(source_concept, 0))
+def _coverage(table: str, coded: int, zero_rows: pa.Table, local_rows: int) -> TableCoverage:
+    """Coverage of one table: ``zero_rows`` are its rows left at concept 0."""
     unmapped = (
-        rows.filter(zero)
-        .group_by(["vocabulary_id", "code", "description"])
+        zero_rows.group_by(["vocabulary_id", "code", "description"])
         .aggregate([("source_row", "count")])
         .sort_by([("source_row_count", "descending"), ("code", "ascending")])
     )
     return TableCoverage(
         table=table,
-        coded_rows=rows.num_rows,
-        mapped_rows=rows.num_rows - (pc.sum(zero).as_py() or 0),
-        local_code_rows=pc.sum(local).as_py() or 0,
+        coded_rows=coded,
+        mapped_rows=coded - zero_rows.num_rows,
+        local_code_rows=local_rows,
         unmapped=[
             UnmappedCodeCount(
                 vocabulary_id=r["vocabulary_id"],
