@@ -29,6 +29,9 @@ class NumericSummaryParams(Params):
 
     @model_validator(mode="after")
     def _filterable(self) -> NumericSummaryParams:
+        if self.column.endswith("_id"):
+            # Identifiers are not quantities, and their extremes would be row-level values.
+            raise ValueError(f"column {self.column!r} is an identifier, not a quantity")
         if self.concept_ids is not None and self.table not in _CONCEPT_COLUMN:
             raise ValueError(f"concept_ids given but table {self.table!r} has no concept column")
         if any(not 0 <= q <= 1 for q in self.quantiles):
