@@ -115,13 +115,15 @@ class _RangedFile(io.RawIOBase):
         return self._pos
 
     def readinto(self, buffer: Any) -> int:
-        stop = min(self._pos + len(buffer), self._size)
-        if stop <= self._pos:
-            return 0
-        data = self._handler.read_range(self._bucket, self._key, self._pos, stop)
-        buffer[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
+        start = self._pos
+        stop = min(start + len(buffer), self._size)
+        while self._pos < stop:  # one request, unless a server answers a range only in part
+            data = self._handler.read_range(self._bucket, self._key, self._pos, stop)
+            if not data:
+                break
+            buffer[self._pos - start : self._pos - start + len(data)] = data
+            self._pos += len(data)
+        return self._pos - start
 
 
 class _ObjectStoreHandler(pafs.FileSystemHandler):
@@ -230,7 +232,7 @@ class _ObjectStoreHandler(pafs.FileSystemHandler):
         target = cache / hashlib.sha256(name.encode()).hexdigest()
         if not target.exists():
             cache.mkdir(parents=True, exist_ok=True)
-            partial = target.with_suffix(f".{os.getpid()}.part")
+            partial = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.part")
             with partial.open("wb") as out:
                 step = 64 << 20
                 for start in range(0, meta.size, step):

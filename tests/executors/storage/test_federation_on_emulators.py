@@ -8,6 +8,7 @@ the emulators. The results must be identical, and equal to the pooled answer.
 from __future__ import annotations
 
 import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,11 @@ import pyarrow.csv as pacsv
 import pytest
 import yaml
 
+from executors import InProcessSiteTransport, SiteConfig, SiteNode
+from executors.errors import CorruptObject, ObjectNotFound
 from executors.importer import normalize
+from fedflow.core.messages import JobState, Request
+from fedflow.core.registry import default_registry
 from flows import connect, prefect_api, run_analysis
 from flows.demo import (
     DemoSite,
@@ -30,11 +35,20 @@ from flows.server import PrefectApi
 
 pytestmark = pytest.mark.integration
 
-SITES = (
-    DemoSite("local-site", "EU", 0.30, 10, ("cohort_count", "characterization")),
-    DemoSite("s3-site", "US", 0.25, 10, ("cohort_count", "characterization")),
-    DemoSite("az-site", "UK", 0.25, 10, ("cohort_count", "characterization")),
-    DemoSite("gs-site", "EU", 0.20, 10, ("cohort_count", "characterization")),
+# The tables characterization reads (and nothing else, to keep the copies small).
+TABLES: dict[str, list[str] | str] = {
+    "person": ["person_id", "gender_concept_id", "year_of_birth"],
+    "condition_occurrence": ["person_id", "condition_concept_id", "condition_start_date"],
+    "concept_ancestor": "*",
+}
+SITES = tuple(
+    DemoSite(name, jurisdiction, share, 10, ("characterization",), tables=TABLES)
+    for name, jurisdiction, share in (
+        ("local-site", "EU", 0.30),
+        ("s3-site", "US", 0.25),
+        ("az-site", "UK", 0.25),
+        ("gs-site", "EU", 0.20),
+    )
 )
 STORE_OF = {"s3-site": "s3", "az-site": "az", "gs-site": "gs"}
 GI_BLEED = {"domain": "condition", "concept_ids": [192671], "include_descendants": True}
@@ -52,7 +66,7 @@ def prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectApi]:
 
 def _eunomia(shared_data: Path) -> dict[str, Any]:
     source = shared_data / "eunomia_gibleed"
-    names = {*SITES[0].tables, "person"}
+    names = set(TABLES)
     return {
         name: normalize(
             pacsv.read_csv(
@@ -107,3 +121,61 @@ def test_same_result_from_a_folder_and_from_each_cloud(
         verdict = compare_with_pooled(clouds[name], pooled_answer(name, params, pooled))
         assert not verdict["different"], (name, verdict["different"])
         assert verdict["equal"], name
+
+
+def test_bad_storage_is_named_and_the_site_keeps_serving(
+    shared_data: Path, tmp_path: Path, get_store: Callable[[str], Any]
+) -> None:
+    """A site with one healthy dataset in S3 and three broken ones."""
+    site = SITES[1]
+    parts = split_by_person(_eunomia(shared_data), [1.0])
+    profile = build_demo(tmp_path / "federation", parts, sites=(site,))
+    home = profile.parent / "sites" / site.name
+    store = get_store("s3")
+    prefix = f"keeps-serving-{uuid.uuid4().hex[:8]}"
+    for path in sorted((home / "data" / "omop").glob("*.parquet")):
+        data = path.read_bytes()
+        store.put(f"{prefix}/omop/{path.name}", data)
+        if path.name == "condition_occurrence.parquet":
+            store.put(f"{prefix}/corrupt/{path.name}", data[: len(data) // 2])
+        else:
+            store.put(f"{prefix}/corrupt/{path.name}", data)
+            store.put(f"{prefix}/partial/{path.name}", data)
+    locations = {
+        "omop": store.url(f"{prefix}/omop"),
+        "nobucket": "s3://no-such-bucket/omop",
+        "partial": store.url(f"{prefix}/partial"),
+        "corrupt": store.url(f"{prefix}/corrupt"),
+    }
+    config = yaml.safe_load((home / "site.yaml").read_text())
+    config["datasets"] = {name: {"location": url} for name, url in locations.items()}
+    (home / "site.yaml").write_text(yaml.safe_dump(config))
+    policy = yaml.safe_load((home / "policy.yaml").read_text())
+    policy["datasets"] = {name: policy["datasets"]["omop"] for name in locations}
+    (home / "policy.yaml").write_text(yaml.safe_dump(policy))
+
+    token = (profile.parent / "researcher.token").read_text().strip()
+    analysis = default_registry().get("characterization")
+    params = {**GI_BLEED, "age_band_width": 10}
+
+    def request(dataset: str) -> Request:
+        return Request(analysis=analysis.ref(), params=params, dataset=dataset, token=token)
+
+    expected = {
+        "nobucket": (ObjectNotFound, r"s3://no-such-bucket/omop: the bucket does not exist"),
+        "partial": (ObjectNotFound, r"dataset 'partial': table 'condition_occurrence'"),
+        "corrupt": (CorruptObject, r"dataset 'corrupt': table 'condition_occurrence'"),
+    }
+    transport = InProcessSiteTransport(SiteNode(SiteConfig.load(home / "site.yaml")), owned=True)
+    try:
+        info = transport.info().datasets
+        assert info["nobucket"].startswith("unavailable:")
+        assert not info["omop"].startswith("unavailable:")
+        for dataset, (error, message) in expected.items():
+            with pytest.raises(error, match=message):
+                transport.check(request(dataset))
+            # ... and the healthy dataset is still served, start to finish.
+            job = transport.submit(request("omop"))
+            assert transport.wait(job, 60).state is JobState.QUARANTINED
+    finally:
+        transport.close()

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
@@ -20,6 +22,7 @@ pytestmark = pytest.mark.integration
 CLOUDS = ("s3", "az", "gs")
 ALL = ("local", *CLOUDS)
 COLUMNS = ["person_id", "condition_concept_id", "condition_start_date"]
+TABLES = ("person", "condition_occurrence", "concept", "observation_period")
 FILTERS = [("person_id", ">=", 500), ("person_id", "<", 1500)]
 
 
@@ -53,6 +56,24 @@ def test_reads_are_ranged_and_projected(
     assert location.stats.requests <= row_groups + 2
     read_parquet(location, "condition_occurrence")
     assert location.stats.bytes - one_column >= size * 0.9  # the whole table costs the file
+
+
+@pytest.mark.parametrize("kind", CLOUDS)
+def test_filesystem_lists_folders_and_is_read_only(
+    kind: str, locate: Callable[[str, str], Location]
+) -> None:
+    location = locate(kind, "omop")
+    fs = location.filesystem
+    assert fs.get_file_info(location.root).type == pafs.FileType.Directory
+    listed = fs.get_file_info(pafs.FileSelector(location.root, recursive=True))
+    names = {info.path.removeprefix(location.root + "/") for info in listed}
+    assert names == set(location.fingerprints()) == {f"{t}.parquet" for t in TABLES}
+    # pyarrow's own dataset discovery works over the location.
+    found = pads.dataset(location.root, filesystem=fs, format="parquet").files
+    assert sorted(found) == sorted(location.path(f"{t}.parquet") for t in TABLES)
+    with pytest.raises(PermissionError, match="read-only"):
+        fs.delete_file(location.path("person.parquet"))
+    assert read_parquet(location, "person", ["person_id"]).num_rows == 2694
 
 
 @pytest.mark.parametrize("kind", CLOUDS)
