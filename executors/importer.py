@@ -10,6 +10,8 @@ stores some ids as DOUBLE and ``value_as_number`` as text). Person tables are so
 from __future__ import annotations
 
 import contextlib
+import csv
+import gzip
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -89,13 +91,22 @@ def read_omop_csv(folder: Path) -> dict[str, pa.Table]:
     tables: dict[str, pa.Table] = {}
     for path in sorted(folder.glob("*.csv*")):
         name = path.name.split(".")[0].lower()
+        # Source values are text even when they look like numbers ("0123" must stay "0123").
+        text = {c: pa.string() for c in _header(path) if c.lower().endswith("_source_value")}
+        options = pacsv.ConvertOptions(column_types=text, strings_can_be_null=True)
         try:
-            tables[name] = normalize(pacsv.read_csv(path))
+            tables[name] = normalize(pacsv.read_csv(path, convert_options=options))
         except pa.ArrowInvalid as exc:
             raise CorruptObject(
                 f"{path.name} is not a readable CSV ({type(exc).__name__})"
             ) from None
     return tables
+
+
+def _header(path: Path) -> list[str]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", newline="") as f:  # type: ignore[operator]
+        return next(csv.reader(f), [])
 
 
 def write_dataset(tables: Mapping[str, pa.Table], folder: Path) -> Path:

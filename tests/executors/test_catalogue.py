@@ -1,0 +1,75 @@
+"""The site catalogue: snapshot digests, person partitions, clear storage errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from executors import CorruptObject, DatasetNotFound, ObjectNotFound, StorageError
+from executors.catalogue import Catalogue, Dataset
+from executors.config import DatasetConfig
+from executors.importer import write_dataset
+from executors.storage import open_location
+
+
+@pytest.fixture
+def dataset(tmp_path: Path, eunomia) -> Dataset:  # type: ignore[no-untyped-def]
+    write_dataset(
+        {k: eunomia[k] for k in ("person", "condition_occurrence", "concept")}, tmp_path / "omop"
+    )
+    return Dataset("omop", open_location(str(tmp_path / "omop")))
+
+
+def test_snapshot_digest_is_stable_and_tracks_content(dataset: Dataset, tmp_path: Path) -> None:
+    again = Dataset("omop", open_location(str(tmp_path / "omop")))
+    assert dataset.snapshot_digest == again.snapshot_digest
+    (tmp_path / "omop" / "concept.parquet").write_bytes(b"changed")
+    assert (
+        Dataset("omop", open_location(str(tmp_path / "omop"))).snapshot_digest
+        != dataset.snapshot_digest
+    )
+
+
+@pytest.mark.parametrize("count", [1, 2, 7, 64])
+def test_partitions_cover_every_row_once(dataset: Dataset, count: int) -> None:
+    ranges = dataset.partitions(count)
+    assert 1 <= len(ranges) <= count
+    rows = [dataset.read("condition_occurrence", ["person_id"], r).num_rows for r in ranges]
+    assert sum(rows) == dataset.read("condition_occurrence", ["person_id"]).num_rows
+    persons = pa.concat_tables(dataset.read("person", ["person_id"], r) for r in ranges)
+    assert pc.count_distinct(persons["person_id"]).as_py() == persons.num_rows == 2694
+
+
+def test_reads_only_declared_columns(dataset: Dataset) -> None:
+    table = dataset.read("person", ["person_id", "year_of_birth"])
+    assert table.column_names == ["person_id", "year_of_birth"]
+    assert dataset.is_person_table("person") and not dataset.is_person_table("concept")
+
+
+def test_storage_errors_name_dataset_and_object(dataset: Dataset, tmp_path: Path) -> None:
+    with pytest.raises(ObjectNotFound, match="dataset 'omop': table 'drug_era'"):
+        dataset.read("drug_era", ["person_id"])
+    with pytest.raises(StorageError, match="table 'person' has no column"):
+        dataset.check_columns({"person": ["person_id", "no_such_column"]})
+    (tmp_path / "omop" / "concept.parquet").write_bytes(b"PAR1 not really parquet")
+    broken = Dataset("omop", open_location(str(tmp_path / "omop")))
+    with pytest.raises(CorruptObject, match="concept"):
+        broken.read("concept", ["concept_id"])
+    assert broken.read("person", ["person_id"]).num_rows == 2694  # other tables still serve
+
+
+def test_catalogue_reports_missing_datasets(tmp_path: Path, dataset: Dataset) -> None:
+    catalogue = Catalogue(
+        {
+            "omop": DatasetConfig(location=str(tmp_path / "omop")),
+            "gone": DatasetConfig(location=str(tmp_path / "gone")),
+        }
+    )
+    with pytest.raises(DatasetNotFound):
+        catalogue.get("other")
+    snapshots = catalogue.snapshots()
+    assert snapshots["omop"].startswith("sha256:")
+    assert snapshots["gone"].startswith("unavailable:")
