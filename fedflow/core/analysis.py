@@ -90,6 +90,11 @@ class Analysis(ABC, Generic[P]):
         """Validate raw parameters; errors name the fields, never echo their values."""
         if isinstance(raw, self.params_model):
             return raw  # type: ignore[return-value]
+        if not isinstance(raw, Mapping):
+            raise InvalidParameters(
+                f"parameters for {self.name}@{self.version} must be a JSON object",
+                reason="invalid_parameters",
+            )
         try:
             return self.params_model.model_validate(dict(raw))  # type: ignore[return-value]
         except ValidationError as exc:
@@ -99,11 +104,6 @@ class Analysis(ABC, Generic[P]):
             )
             raise InvalidParameters(
                 f"invalid parameters for {self.name}@{self.version}: {problems}",
-                reason="invalid_parameters",
-            ) from None
-        except TypeError:
-            raise InvalidParameters(
-                f"parameters for {self.name}@{self.version} must be a JSON object",
                 reason="invalid_parameters",
             ) from None
 
