@@ -256,6 +256,10 @@ class _ObjectStoreHandler(pafs.FileSystemHandler):
     def __ne__(self, other: object) -> bool:
         return not self == other
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled (e.g. to a Dask worker process) as its location, which reopens its SDK client.
+        return (_ObjectStoreHandler, (self._location,))
+
 
 class ObjectStoreLocation(Location):
     """A dataset under ``<scheme>://<bucket>/<prefix>`` in an object store.
@@ -283,6 +287,10 @@ class ObjectStoreLocation(Location):
     def _split(self, netloc: str, path: str) -> tuple[str, str]:
         """``(bucket, prefix)`` from the URL's host and path (overridden by Azure's forms)."""
         return netloc, path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # SDK clients do not pickle: a copy reopens the URL with the receiver's credentials.
+        return (_reopen, (type(self), self.url, self.cache_dir))
 
     @property
     def filesystem(self) -> pafs.FileSystem:
@@ -319,6 +327,10 @@ class ObjectStoreLocation(Location):
         if not objects:
             raise ObjectNotFound(f"dataset location {self.url} holds no objects")
         return {obj.key[len(prefix) :]: obj.fingerprint for obj in objects}
+
+
+def _reopen(cls: type[ObjectStoreLocation], url: str, cache_dir: Path | None) -> Location:
+    return cls(url, cache_dir=cache_dir)
 
 
 def _filter_columns(filters: Any) -> set[str]:

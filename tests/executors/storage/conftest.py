@@ -100,7 +100,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     """Stop an emulator; kill it after a short grace (moto's server waits for idle clients)."""
     proc.terminate()
     try:
-        proc.wait(timeout=2)
+        proc.wait(timeout=0.5)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
@@ -206,6 +206,8 @@ def _azurite_blob() -> Path:
             pytest.fail(message)
         pytest.skip(message + "; install Node.js and npm to run the Azure tests")
     cmd = [npm, "install", "--prefix", str(AZURITE_DIR), "--no-audit", "--no-fund"]
+    # Retry a flaky registry twice, but give up on a dead one in seconds rather than a minute.
+    cmd += ["--fetch-retries=2", "--fetch-retry-mintimeout=2000", "--fetch-retry-maxtimeout=8000"]
     done = subprocess.run(
         [*cmd, f"azurite@{AZURITE_VERSION}"], capture_output=True, text=True, timeout=600
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -28,12 +29,15 @@ FILTERS = [("person_id", ">=", 500), ("person_id", "<", 1500)]
 
 @pytest.mark.parametrize("kind", ALL)
 def test_projection_and_filter_give_the_local_table(
-    kind: str, locate: Callable[[str, str], Location], eunomia_parquet: Path
+    kind: str,
+    eunomia_urls: dict[str, str],
+    locate: Callable[[str, str], Location],
+    eunomia_parquet: Path,
 ) -> None:
     expected = pq.read_table(
         eunomia_parquet / "omop" / "condition_occurrence.parquet", columns=COLUMNS, filters=FILTERS
     )
-    got = read_parquet(locate(kind, "omop"), "condition_occurrence", COLUMNS, FILTERS)
+    got = read_parquet(open_location(eunomia_urls[kind]), "condition_occurrence", COLUMNS, FILTERS)
     assert expected.num_rows > 1000  # the filter keeps a real slice of the table
     assert got.schema.names == COLUMNS
     assert got.sort_by("person_id").equals(expected.sort_by("person_id"))
@@ -74,6 +78,11 @@ def test_filesystem_lists_folders_and_is_read_only(
     with pytest.raises(PermissionError, match="read-only"):
         fs.delete_file(location.path("person.parquet"))
     assert read_parquet(location, "person", ["person_id"]).num_rows == 2694
+    # Both pickle (to Dask worker processes) and reopen the store from the URL.
+    copy = pickle.loads(pickle.dumps(location))
+    assert copy.url == location.url and copy.fingerprints() == location.fingerprints()
+    fs_copy = pickle.loads(pickle.dumps(fs))
+    assert pq.read_table(location.path("person.parquet"), filesystem=fs_copy).num_rows == 2694
 
 
 @pytest.mark.parametrize("kind", CLOUDS)
