@@ -14,7 +14,12 @@ __all__ = ["harmonize_fhir", "harmonize_synthea"]
 
 
 def harmonize_synthea(
-    raw_dir: Path, out: Path, *, settings: HarmonizeSettings | None = None, progress: bool = False
+    raw_dir: Path,
+    out: Path,
+    *,
+    settings: HarmonizeSettings | None = None,
+    progress: bool = False,
+    min_coverage: float = 0.0,
 ) -> HarmonizeReport:
     """Build the OMOP CDM folder ``out`` from the Synthea CSV export in ``raw_dir``."""
     return harmonize_staged(
@@ -24,11 +29,17 @@ def harmonize_synthea(
         kind="synthea",
         settings=settings,
         progress=progress,
+        min_coverage=min_coverage,
     )
 
 
 def harmonize_fhir(
-    bundles: Path, out: Path, *, settings: HarmonizeSettings | None = None, progress: bool = False
+    bundles: Path,
+    out: Path,
+    *,
+    settings: HarmonizeSettings | None = None,
+    progress: bool = False,
+    min_coverage: float = 0.0,
 ) -> HarmonizeReport:
     """Build the OMOP CDM folder ``out`` from a FHIR R4 bundle file or a folder of bundles."""
     return harmonize_staged(
@@ -38,4 +49,5 @@ def harmonize_fhir(
         kind="fhir",
         settings=settings,
         progress=progress,
+        min_coverage=min_coverage,
     )

@@ -43,6 +43,9 @@ StoreOption = Annotated[
 ]
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="OMOP CDM output folder")]
 ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help="progress bar")]
+CoverageOption = Annotated[
+    float, typer.Option("--min-coverage", help="fail (exit 2) below this mapping coverage, 0-1")
+]
 
 
 def _settings(store: Path | None) -> HarmonizeSettings:
@@ -92,11 +95,18 @@ def _run(
     kind: str,
     store: Path | None,
     progress: bool,
+    min_coverage: float,
 ) -> None:
     settings = _settings(store)
     try:
         report = harmonize_staged(
-            stage, out, source=str(source), kind=kind, settings=settings, progress=progress
+            stage,
+            out,
+            source=str(source),
+            kind=kind,
+            settings=settings,
+            progress=progress,
+            min_coverage=min_coverage,
         )
         dq = check_folder(out, load_spec(settings.cdm_spec))
     except HarmonizeError as exc:
@@ -113,9 +123,11 @@ def synthea(
     out: OutOption,
     vocab_store: StoreOption = None,
     progress: ProgressOption = True,
+    min_coverage: CoverageOption = 0.0,
 ) -> None:
     """Build an OMOP CDM folder from a Synthea CSV export (ETL-Synthea conventions)."""
-    _run(lambda: read_synthea(raw_dir), out, raw_dir, "synthea", vocab_store, progress)
+    stage = lambda: read_synthea(raw_dir)  # noqa: E731
+    _run(stage, out, raw_dir, "synthea", vocab_store, progress, min_coverage)
 
 
 @app.command()
@@ -124,9 +136,11 @@ def fhir(
     out: OutOption,
     vocab_store: StoreOption = None,
     progress: ProgressOption = True,
+    min_coverage: CoverageOption = 0.0,
 ) -> None:
     """Build an OMOP CDM folder from FHIR R4 bundles (HL7 FHIR-to-OMOP conventions)."""
-    _run(lambda: read_fhir(bundles), out, bundles, "fhir", vocab_store, progress)
+    stage = lambda: read_fhir(bundles)  # noqa: E731
+    _run(stage, out, bundles, "fhir", vocab_store, progress, min_coverage)
 
 
 @app.command()

@@ -30,6 +30,7 @@ from harmonize.entities import (
     build_providers,
     build_visits,
 )
+from harmonize.errors import UnmappedCode
 from harmonize.events import EVENT_TABLES, build_events
 from harmonize.settings import HarmonizeSettings
 from harmonize.spec import CdmSpec, load_spec
@@ -177,8 +178,13 @@ def harmonize_staged(
     kind: str,
     settings: HarmonizeSettings | None = None,
     progress: bool = False,
+    min_coverage: float = 0.0,
 ) -> HarmonizeReport:
-    """Stage with ``stage()``, build the CDM and write it to ``out``; return the report."""
+    """Stage with ``stage()``, build the CDM and write it to ``out``; return the report.
+
+    Raises :class:`UnmappedCode` (after writing the folder and its report, so the unmapped codes
+    can be reviewed) when the mapping coverage of coded rows is below ``min_coverage``.
+    """
     settings = settings or HarmonizeSettings()
     began = time.perf_counter()
     spec = load_spec(settings.cdm_spec)
@@ -200,4 +206,11 @@ def harmonize_staged(
         write_cdm(tables, out, vocab, report)
         bar.update(task, advance=1)
     log.info("harmonized %s (%s) into %s in %.1f s", source, kind, out, report.seconds)
+    if report.mapping_coverage < min_coverage:
+        unmapped = sum(len(c.unmapped) for c in report.coverage)
+        raise UnmappedCode(
+            f"mapping coverage {report.mapping_coverage:.1%} is below {min_coverage:.1%}: "
+            f"{unmapped} codes unmapped, listed in {out / REPORT_DIR / 'unmapped.csv'}",
+            vocabulary_id="*",
+        )
     return report

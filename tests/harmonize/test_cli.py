@@ -102,3 +102,15 @@ def test_errors_exit_2_without_traceback(env: Path, tmp_path: Path) -> None:
     assert "error:" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["dq", str(tmp_path / "absent")])
     assert result.exit_code == 2
+
+
+def test_min_coverage_fails_the_run_but_keeps_the_folder(
+    env: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "omop"
+    args = ["synthea", str(shared_data / "synthea_csv_v3_27pat"), "--out", str(out)]
+    args += ["--vocab-store", str(env), "--no-progress", "--min-coverage", "0.99"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "below 99.0%" in result.output
+    assert (out / "_harmonize" / "unmapped.csv").is_file()
