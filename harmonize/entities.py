@@ -111,8 +111,12 @@ def build_persons(
     staged: pa.Table, locations: Ids, spec: CdmSpec
 ) -> tuple[pa.Table, Ids, dict[str, int]]:
     """``person`` from staged persons; returns the table, its ids and rejected counts."""
+    has_key = pc.is_valid(staged["person_key"])
+    missing_key = staged.num_rows - (pc.sum(has_key).as_py() or 0)
+    staged = staged.filter(has_key)
     gender = map_values(staged["gender"], _GENDER, lower=False, default=None)
     rejected = {
+        "missing_person_id": missing_key,
         "missing_gender": pc.sum(pc.is_null(gender)).as_py() or 0,
         "missing_birth_date": pc.sum(
             pc.and_(pc.is_valid(gender), pc.is_null(staged["birth_date"]))

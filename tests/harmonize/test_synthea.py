@@ -11,7 +11,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from harmonize import HarmonizeReport, InvalidSource, SourceNotFound, read_synthea
+from harmonize import (
+    HarmonizeReport,
+    HarmonizeSettings,
+    InvalidSource,
+    SourceNotFound,
+    VocabularyStore,
+    harmonize_synthea,
+    read_synthea,
+)
 from harmonize.spec import CdmSpec
 
 Cdm = tuple[Path, HarmonizeReport]
@@ -135,3 +143,33 @@ def test_bad_inputs_raise(tmp_path: Path) -> None:
     (tmp_path / "patients.csv").write_text("Name,Age\nx,1\n")
     with pytest.raises(InvalidSource):
         read_synthea(tmp_path)
+
+
+def test_person_rows_without_id_gender_or_birth_date_are_rejected(
+    shared_data: Path, tmp_path: Path, settings: HarmonizeSettings, store: VocabularyStore
+) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    source = shared_data / "synthea_csv_v3_27pat"
+    lines = (source / "patients.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    broken = []
+    for i, line in enumerate(lines[1:4]):
+        cells = line.split(",")
+        column = ("Id", "GENDER", "BIRTHDATE")[i]
+        cells[header.index(column)] = ""
+        broken.append(",".join(cells))
+    (raw / "patients.csv").write_text("\n".join([lines[0], *broken, *lines[4:]]) + "\n")
+    (raw / "encounters.csv").write_bytes((source / "encounters.csv").read_bytes())
+    (raw / "conditions.csv").write_bytes((source / "conditions.csv").read_bytes())
+    report = harmonize_synthea(raw, tmp_path / "omop", settings=settings)
+    accounts = {a.source_table: a for a in report.accounts}
+    assert accounts["patients"].rejected == {
+        "missing_person_id": 1,
+        "missing_gender": 1,
+        "missing_birth_date": 1,
+    }
+    assert report.cdm_rows["person"] == 24
+    # the rows of the three rejected people are rejected too, and everything still adds up
+    assert accounts["encounters"].rejected["unknown_person"] > 0
+    assert report.balanced()
