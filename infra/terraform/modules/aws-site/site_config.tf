@@ -6,6 +6,7 @@ locals {
   site_config = {
     site         = var.site_name
     jurisdiction = var.jurisdiction
+    audience     = var.audience
     datasets = {
       for name, prefix in var.datasets : name => {
         location = "s3://${aws_s3_bucket.data.bucket}/${prefix}"

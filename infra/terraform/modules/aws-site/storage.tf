@@ -4,11 +4,6 @@
 locals {
   name_prefix = "fedflow-${var.site_name}"
   tags        = merge(var.tags, { "fedflow:site" = var.site_name, "fedflow:component" = "site" })
-  buckets = {
-    data  = aws_s3_bucket.data.id
-    audit = aws_s3_bucket.audit.id
-    logs  = aws_s3_bucket.access_logs.id
-  }
 }
 
 # --- data ---------------------------------------------------------------------------------------
@@ -186,20 +181,48 @@ resource "aws_s3_bucket_policy" "access_logs" {
   })
 }
 
-# --- shared settings for all three buckets -------------------------------------------------------
+# --- shared settings for all three buckets --------------------------------------------------------
 
-resource "aws_s3_bucket_public_access_block" "all" {
-  for_each                = local.buckets
-  bucket                  = each.value
+resource "aws_s3_bucket_public_access_block" "data" {
+  bucket                  = aws_s3_bucket.data.id
   block_public_acls       = true
   block_public_policy     = true
   ignore_public_acls      = true
   restrict_public_buckets = true
 }
 
-resource "aws_s3_bucket_ownership_controls" "all" {
-  for_each = local.buckets
-  bucket   = each.value
+resource "aws_s3_bucket_public_access_block" "audit" {
+  bucket                  = aws_s3_bucket.audit.id
+  block_public_acls       = true
+  block_public_policy     = true
+  ignore_public_acls      = true
+  restrict_public_buckets = true
+}
+
+resource "aws_s3_bucket_public_access_block" "access_logs" {
+  bucket                  = aws_s3_bucket.access_logs.id
+  block_public_acls       = true
+  block_public_policy     = true
+  ignore_public_acls      = true
+  restrict_public_buckets = true
+}
+
+resource "aws_s3_bucket_ownership_controls" "data" {
+  bucket = aws_s3_bucket.data.id
+  rule {
+    object_ownership = "BucketOwnerEnforced"
+  }
+}
+
+resource "aws_s3_bucket_ownership_controls" "audit" {
+  bucket = aws_s3_bucket.audit.id
+  rule {
+    object_ownership = "BucketOwnerEnforced"
+  }
+}
+
+resource "aws_s3_bucket_ownership_controls" "access_logs" {
+  bucket = aws_s3_bucket.access_logs.id
   rule {
     object_ownership = "BucketOwnerEnforced"
   }
@@ -253,5 +276,5 @@ resource "aws_s3_bucket_policy" "tls_only" {
       },
     ]
   })
-  depends_on = [aws_s3_bucket_public_access_block.all]
+  depends_on = [aws_s3_bucket_public_access_block.data, aws_s3_bucket_public_access_block.audit, aws_s3_bucket_public_access_block.access_logs]
 }

@@ -5,11 +5,6 @@
 locals {
   apps_subnet      = cidrsubnet(var.vnet_cidr, 23 - tonumber(split("/", var.vnet_cidr)[1]), 0)
   endpoints_subnet = cidrsubnet(var.vnet_cidr, 24 - tonumber(split("/", var.vnet_cidr)[1]), 2)
-  private_endpoints = {
-    data-blob  = { id = azurerm_storage_account.data.id, subresource = "blob", zone = "blob" }
-    audit-blob = { id = azurerm_storage_account.audit.id, subresource = "blob", zone = "blob" }
-    key-vault  = { id = azurerm_key_vault.site.id, subresource = "vault", zone = "vault" }
-  }
   dns_zones = {
     blob  = "privatelink.blob.core.windows.net"
     vault = "privatelink.vaultcore.azure.net"
@@ -146,21 +141,56 @@ resource "azurerm_private_dns_zone_virtual_network_link" "zones" {
   tags                  = local.tags
 }
 
-resource "azurerm_private_endpoint" "site" {
-  for_each            = local.private_endpoints
-  name                = "pe-${local.name_prefix}-${each.key}"
+resource "azurerm_private_endpoint" "data_blob" {
+  name                = "pe-${local.name_prefix}-data-blob"
   resource_group_name = azurerm_resource_group.site.name
   location            = var.location
   subnet_id           = azurerm_subnet.endpoints.id
   private_service_connection {
-    name                           = "psc-${each.key}"
-    private_connection_resource_id = each.value.id
-    subresource_names              = [each.value.subresource]
+    name                           = "psc-data-blob"
+    private_connection_resource_id = azurerm_storage_account.data.id
+    subresource_names              = ["blob"]
     is_manual_connection           = false
   }
   private_dns_zone_group {
     name                 = "default"
-    private_dns_zone_ids = [azurerm_private_dns_zone.zones[each.value.zone].id]
+    private_dns_zone_ids = [azurerm_private_dns_zone.zones["blob"].id]
+  }
+  tags = local.tags
+}
+
+resource "azurerm_private_endpoint" "audit_blob" {
+  name                = "pe-${local.name_prefix}-audit-blob"
+  resource_group_name = azurerm_resource_group.site.name
+  location            = var.location
+  subnet_id           = azurerm_subnet.endpoints.id
+  private_service_connection {
+    name                           = "psc-audit-blob"
+    private_connection_resource_id = azurerm_storage_account.audit.id
+    subresource_names              = ["blob"]
+    is_manual_connection           = false
+  }
+  private_dns_zone_group {
+    name                 = "default"
+    private_dns_zone_ids = [azurerm_private_dns_zone.zones["blob"].id]
+  }
+  tags = local.tags
+}
+
+resource "azurerm_private_endpoint" "key_vault" {
+  name                = "pe-${local.name_prefix}-key-vault"
+  resource_group_name = azurerm_resource_group.site.name
+  location            = var.location
+  subnet_id           = azurerm_subnet.endpoints.id
+  private_service_connection {
+    name                           = "psc-key-vault"
+    private_connection_resource_id = azurerm_key_vault.site.id
+    subresource_names              = ["vault"]
+    is_manual_connection           = false
+  }
+  private_dns_zone_group {
+    name                 = "default"
+    private_dns_zone_ids = [azurerm_private_dns_zone.zones["vault"].id]
   }
   tags = local.tags
 }

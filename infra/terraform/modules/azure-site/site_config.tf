@@ -1,15 +1,16 @@
 # The configuration `fedflow site serve` reads, built from this module's resources. The site app
 # mounts it (secret volume) at /etc/fedflow/site-yaml; the `site_config` output renders the same
-# object as YAML. Blob locations use the abfs URL form, which names the storage account:
-# abfs://<container>@<account>.dfs.core.windows.net/<prefix>.
+# object as YAML. Blob locations name the storage account in the URL (the data and audit containers
+# live in different accounts): az://<container>@<account>.blob.core.windows.net/<prefix>.
 
 locals {
   site_config = {
     site         = var.site_name
     jurisdiction = var.jurisdiction
+    audience     = var.audience
     datasets = {
       for name, prefix in var.datasets : name => {
-        location = "abfs://${azurerm_storage_container.data.name}@${azurerm_storage_account.data.name}.dfs.core.windows.net/${prefix}"
+        location = "az://${azurerm_storage_container.data.name}@${azurerm_storage_account.data.name}.blob.core.windows.net/${prefix}"
       }
     }
     policy    = local.files.policy
@@ -33,7 +34,7 @@ locals {
       client_ca = "${local.config_dir}/${local.files.ca_crt}"
     }
     audit = {
-      location = "abfs://${azurerm_storage_container.audit.name}@${azurerm_storage_account.audit.name}.dfs.core.windows.net/${var.site_name}"
+      location = "az://${azurerm_storage_container.audit.name}@${azurerm_storage_account.audit.name}.blob.core.windows.net/${var.site_name}"
     }
   }
 }

@@ -189,9 +189,8 @@ resource "kubernetes_deployment_v1" "worker" {
         labels = merge(local.part_of, { "app.kubernetes.io/name" = "dask-worker" })
       }
       spec {
-        service_account_name = kubernetes_service_account_v1.worker.metadata[0].name
-        # The token is projected only for Workload Identity (reading the data bucket).
-        automount_service_account_token = true
+        service_account_name            = kubernetes_service_account_v1.worker.metadata[0].name
+        automount_service_account_token = false # Workload Identity goes through the GKE metadata server.
         security_context {
           run_as_non_root = local.pod_security_context.run_as_non_root
           run_as_user     = local.pod_security_context.run_as_user
@@ -279,9 +278,8 @@ resource "kubernetes_deployment_v1" "site" {
         }
       }
       spec {
-        service_account_name = kubernetes_service_account_v1.site.metadata[0].name
-        # The token is projected only for Workload Identity (data read, audit append).
-        automount_service_account_token = true
+        service_account_name            = kubernetes_service_account_v1.site.metadata[0].name
+        automount_service_account_token = false # Workload Identity goes through the GKE metadata server.
         security_context {
           run_as_non_root = local.pod_security_context.run_as_non_root
           run_as_user     = local.pod_security_context.run_as_user

@@ -61,7 +61,7 @@ resource "google_container_cluster" "site" {
   network             = google_compute_network.site.id
   subnetwork          = google_compute_subnetwork.site.id
   deletion_protection = true
-  resource_labels     = local.labels
+  resource_labels     = merge(var.labels, { "fedflow-site" = var.site_name, "fedflow-component" = "site" })
 
   ip_allocation_policy {
     cluster_secondary_range_name  = "pods"

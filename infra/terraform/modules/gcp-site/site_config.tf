@@ -6,6 +6,7 @@ locals {
   site_config = {
     site         = var.site_name
     jurisdiction = var.jurisdiction
+    audience     = var.audience
     datasets = {
       for name, prefix in var.datasets : name => {
         location = "gs://${google_storage_bucket.data.name}/${prefix}"

@@ -28,6 +28,17 @@ variable "site_name" {
   }
 }
 
+variable "audience" {
+  description = "Token audience the site accepts: the name of the federation it belongs to (tokens for other federations are refused)."
+  type        = string
+  default     = "fedflow"
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9-]{0,62}$", var.audience))
+    error_message = "audience must be 1-63 characters of [a-z0-9-]."
+  }
+}
+
 variable "jurisdiction" {
   description = "Legal jurisdiction the site's data falls under (upper-case code such as EU, US, UK); written into the site configuration for jurisdiction rules in the site policy."
   type        = string

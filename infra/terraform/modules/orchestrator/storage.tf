@@ -1,14 +1,7 @@
 # Two buckets: the sites' signed audit checkpoints (KMS, object lock in compliance mode) and the
 # S3 access logs (SSE-S3: the only encryption S3 access-log delivery supports).
 
-locals {
-  buckets = {
-    checkpoints = aws_s3_bucket.checkpoints.id
-    logs        = aws_s3_bucket.access_logs.id
-  }
-}
-
-# --- checkpoints --------------------------------------------------------------------------------------
+# --- checkpoints -------------------------------------------------------------------------------
 
 resource "aws_s3_bucket" "checkpoints" {
   # checkov:skip=CKV_AWS_144:Checkpoints are themselves the off-site copy of each site's audit chain; a second region is the operator's choice.
@@ -143,20 +136,33 @@ resource "aws_s3_bucket_policy" "access_logs" {
   })
 }
 
-# --- shared settings for all three buckets -------------------------------------------------------
+# --- shared settings for both buckets ----------------------------------------------------------
 
-resource "aws_s3_bucket_public_access_block" "all" {
-  for_each                = local.buckets
-  bucket                  = each.value
+resource "aws_s3_bucket_public_access_block" "checkpoints" {
+  bucket                  = aws_s3_bucket.checkpoints.id
   block_public_acls       = true
   block_public_policy     = true
   ignore_public_acls      = true
   restrict_public_buckets = true
 }
 
-resource "aws_s3_bucket_ownership_controls" "all" {
-  for_each = local.buckets
-  bucket   = each.value
+resource "aws_s3_bucket_public_access_block" "access_logs" {
+  bucket                  = aws_s3_bucket.access_logs.id
+  block_public_acls       = true
+  block_public_policy     = true
+  ignore_public_acls      = true
+  restrict_public_buckets = true
+}
+
+resource "aws_s3_bucket_ownership_controls" "checkpoints" {
+  bucket = aws_s3_bucket.checkpoints.id
+  rule {
+    object_ownership = "BucketOwnerEnforced"
+  }
+}
+
+resource "aws_s3_bucket_ownership_controls" "access_logs" {
+  bucket = aws_s3_bucket.access_logs.id
   rule {
     object_ownership = "BucketOwnerEnforced"
   }
@@ -199,5 +205,5 @@ resource "aws_s3_bucket_policy" "tls_only" {
       },
     ]
   })
-  depends_on = [aws_s3_bucket_public_access_block.all]
+  depends_on = [aws_s3_bucket_public_access_block.checkpoints, aws_s3_bucket_public_access_block.access_logs]
 }
