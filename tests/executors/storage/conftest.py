@@ -1,7 +1,8 @@
 """Real storage emulators for the storage tests, started once per session on loopback ports.
 
 * S3: moto in server mode (``moto[server]``, the ``cloud`` extra), with IAM authentication
-  switched on after set-up, so a wrong secret key or a user without a policy is really refused.
+  switched on after set-up, so a wrong secret key, a user without a policy, and the site's own
+  user on the bucket ``restricted`` (an explicit Deny in its policy) are really refused.
 * Azure Blob: Azurite from npm, installed on first use into ``.cache/azurite`` (git-ignored).
   Without ``npm`` on a developer machine the Azure tests skip with a message; in CI (``CI`` set)
   a missing ``npm`` or a failed install fails them.
@@ -18,6 +19,7 @@ For other tests (a federation with one site per store): request ``eunomia_urls``
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -46,6 +48,7 @@ AZURITE_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
 BUCKET = "eunomia"
+RESTRICTED = "restricted"  # an S3 bucket the site's IAM policy explicitly denies
 
 
 @dataclass
@@ -147,16 +150,25 @@ def s3_store(eunomia_parquet: Path, tmp_path_factory: pytest.TempPathFactory) ->
     try:
         setup = dict(endpoint_url=endpoint, region_name="us-east-1")
         iam = boto3.client("iam", aws_access_key_id="setup", aws_secret_access_key="setup", **setup)
+        # The site may use S3 except the RESTRICTED bucket; "nobody" has no policy at all.
+        site_policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+                {
+                    "Effect": "Deny",
+                    "Action": "s3:*",
+                    "Resource": [f"arn:aws:s3:::{RESTRICTED}", f"arn:aws:s3:::{RESTRICTED}/*"],
+                },
+            ],
+        }
         keys = {}
-        for user, policy in (("fedflow-site", "s3:*"), ("fedflow-nobody", None)):
+        for user in ("fedflow-site", "fedflow-nobody"):
             iam.create_user(UserName=user)
-            if policy:
-                doc = (
-                    '{"Version":"2012-10-17","Statement":[{"Effect":"Allow",'
-                    f'"Action":"{policy}","Resource":"*"}}]}}'
-                )
-                iam.put_user_policy(UserName=user, PolicyName="read", PolicyDocument=doc)
             keys[user] = iam.create_access_key(UserName=user)["AccessKey"]
+        iam.put_user_policy(
+            UserName="fedflow-site", PolicyName="site", PolicyDocument=json.dumps(site_policy)
+        )
         site = keys["fedflow-site"]
         s3 = boto3.client(
             "s3",
@@ -180,6 +192,9 @@ def s3_store(eunomia_parquet: Path, tmp_path_factory: pytest.TempPathFactory) ->
             },
         )
         _upload_all(store, eunomia_parquet)
+        s3.create_bucket(Bucket=RESTRICTED)
+        for path in sorted((eunomia_parquet / "omop").glob("*.parquet")):
+            s3.put_object(Bucket=RESTRICTED, Key=f"omop/{path.name}", Body=path.read_bytes())
         # From here on moto checks every request's signature and the caller's IAM policy.
         urllib.request.urlopen(
             urllib.request.Request(

@@ -9,29 +9,24 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pyarrow.csv as pacsv
 import pytest
 import yaml
 
 from executors import InProcessSiteTransport, SiteConfig, SiteNode
-from executors.errors import CorruptObject, ObjectNotFound
-from executors.importer import normalize
+from executors.errors import CorruptObject, ObjectNotFound, StorageAccessDenied
 from fedflow.core.messages import JobState, Request
 from fedflow.core.registry import default_registry
-from flows import connect, prefect_api, run_analysis
+from flows import connect, run_analysis
 from flows.demo import (
     DemoSite,
-    build_demo,
     compare_with_pooled,
     pool,
     pooled_answer,
-    split_by_person,
 )
-from flows.server import PrefectApi
 
 pytestmark = pytest.mark.integration
 
@@ -57,24 +52,8 @@ GI_BLEED = {"domain": "condition", "concept_ids": [192671], "include_descendants
 ANALYSES = (("characterization", {**GI_BLEED, "age_band_width": 10}),)
 
 
-@pytest.fixture(scope="module")
-def prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectApi]:
-    """A Prefect API starting in the background (``PREFECT_API_URL`` if set)."""
-    with prefect_api(tmp_path_factory.mktemp("prefect")) as api:
-        yield api
-
-
-def _eunomia(shared_data: Path) -> dict[str, Any]:
-    source = shared_data / "eunomia_gibleed"
-    names = set(TABLES)
-    return {
-        name: normalize(
-            pacsv.read_csv(
-                next(p for p in (source / f"{name}.csv", source / f"{name}.csv.gz") if p.exists())
-            )
-        )
-        for name in names
-    }
+def _tables(eunomia: dict[str, Any]) -> dict[str, Any]:
+    return {name: eunomia[name] for name in TABLES}
 
 
 def _run_all(profile: Path) -> dict[str, Any]:
@@ -88,14 +67,12 @@ def _run_all(profile: Path) -> dict[str, Any]:
 
 
 def test_same_result_from_a_folder_and_from_each_cloud(
-    prefect: PrefectApi,
-    shared_data: Path,
-    tmp_path: Path,
+    make_federation: Callable[..., Any],
+    eunomia: dict[str, Any],
     get_store: Callable[[str], Any],
+    prefect_server: str,
 ) -> None:
-    tables = _eunomia(shared_data)
-    parts = split_by_person(tables, [s.share for s in SITES])
-    profile = build_demo(tmp_path / "federation", parts, sites=SITES)
+    profile, by_site = make_federation(SITES, tables=_tables(eunomia))
     # Copy three sites' tables into the emulators (site files still name the local folders).
     cloud_urls = {}
     for site, scheme in STORE_OF.items():
@@ -103,7 +80,6 @@ def test_same_result_from_a_folder_and_from_each_cloud(
         for path in sorted((profile.parent / "sites" / site / "data" / "omop").glob("*.parquet")):
             store.put(f"{site}/omop/{path.name}", path.read_bytes())
         cloud_urls[site] = store.url(f"{site}/omop")
-    prefect.wait()
     local = _run_all(profile)
 
     # Point the three sites at the emulators, with no local copy left to fall back on.
@@ -115,7 +91,7 @@ def test_same_result_from_a_folder_and_from_each_cloud(
         (home / "site.yaml").write_text(yaml.safe_dump(config))
     clouds = _run_all(profile)
 
-    pooled = pool(parts)
+    pooled = pool(list(by_site.values()))
     for name, params in ANALYSES:
         assert clouds[name].equals(local[name]), name
         verdict = compare_with_pooled(clouds[name], pooled_answer(name, params, pooled))
@@ -124,12 +100,13 @@ def test_same_result_from_a_folder_and_from_each_cloud(
 
 
 def test_bad_storage_is_named_and_the_site_keeps_serving(
-    shared_data: Path, tmp_path: Path, get_store: Callable[[str], Any]
+    make_federation: Callable[..., Any],
+    eunomia: dict[str, Any],
+    get_store: Callable[[str], Any],
 ) -> None:
-    """A site with one healthy dataset in S3 and three broken ones."""
+    """A site with one healthy dataset in S3 and four broken ones."""
     site = SITES[1]
-    parts = split_by_person(_eunomia(shared_data), [1.0])
-    profile = build_demo(tmp_path / "federation", parts, sites=(site,))
+    profile, _ = make_federation((site,), tables=_tables(eunomia))
     home = profile.parent / "sites" / site.name
     store = get_store("s3")
     prefix = f"keeps-serving-{uuid.uuid4().hex[:8]}"
@@ -144,6 +121,7 @@ def test_bad_storage_is_named_and_the_site_keeps_serving(
     locations = {
         "omop": store.url(f"{prefix}/omop"),
         "nobucket": "s3://no-such-bucket/omop",
+        "denied": "s3://restricted/omop",  # the site's IAM policy denies this bucket
         "partial": store.url(f"{prefix}/partial"),
         "corrupt": store.url(f"{prefix}/corrupt"),
     }
@@ -163,6 +141,7 @@ def test_bad_storage_is_named_and_the_site_keeps_serving(
 
     expected = {
         "nobucket": (ObjectNotFound, r"s3://no-such-bucket/omop: the bucket does not exist"),
+        "denied": (StorageAccessDenied, r"s3://restricted/omop: access denied \(AccessDenied\)"),
         "partial": (ObjectNotFound, r"dataset 'partial': table 'condition_occurrence'"),
         "corrupt": (CorruptObject, r"dataset 'corrupt': table 'condition_occurrence'"),
     }
@@ -170,12 +149,14 @@ def test_bad_storage_is_named_and_the_site_keeps_serving(
     try:
         info = transport.info().datasets
         assert info["nobucket"].startswith("unavailable:")
+        assert info["denied"].startswith("unavailable:")
         assert not info["omop"].startswith("unavailable:")
         for dataset, (error, message) in expected.items():
             with pytest.raises(error, match=message):
                 transport.check(request(dataset))
-            # ... and the healthy dataset is still served, start to finish.
-            job = transport.submit(request("omop"))
-            assert transport.wait(job, 60).state is JobState.QUARANTINED
+            assert transport.check(request("omop")).allowed  # the healthy one still passes
+        # ... and is still served, start to finish.
+        job = transport.submit(request("omop"))
+        assert transport.wait(job, 60).state is JobState.QUARANTINED
     finally:
         transport.close()

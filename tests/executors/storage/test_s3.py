@@ -47,6 +47,16 @@ def test_denied_credentials_are_named_and_the_site_keeps_reading(
     assert read_parquet(healthy, "person", ["person_id"]).num_rows == 2694
 
 
+def test_bucket_denied_by_policy_is_named(get_store: Callable[[str], Any]) -> None:
+    store = get_store("s3")
+    denied = open_location("s3://restricted/omop")
+    with pytest.raises(StorageAccessDenied, match=r"s3://restricted/omop.*access denied"):
+        read_parquet(denied, "person", ["person_id"])
+    with pytest.raises(StorageAccessDenied, match="AccessDenied"):
+        denied.fingerprints()
+    assert read_parquet(open_location(store.url("omop")), "person").num_rows == 2694
+
+
 def test_unreachable_endpoint_is_a_storage_error(
     store_env: Callable[[Any], None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
