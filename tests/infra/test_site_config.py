@@ -345,6 +345,29 @@ def test_aws_buckets_and_roles(terraform: dict[str, TerraformDir]) -> None:
     }
 
 
+def test_aws_state_dir_is_persistent(terraform: dict[str, TerraformDir]) -> None:
+    r = terraform["modules/aws-site"].resources
+    volumes = {v["name"]: v for v in r["aws_ecs_task_definition.site"]["volume"]}
+    efs = volumes["state"]["efs_volume_configuration"][0]
+    assert "aws_efs_file_system.state" in efs["file_system_id"]
+    assert efs["transit_encryption"] == "ENABLED"
+    assert r["aws_efs_file_system.state"]["encrypted"] is True
+    service = r["aws_ecs_service.site"]
+    assert service["desired_count"] == 1 and service["deployment_maximum_percent"] == 100
+
+
+def test_gcp_state_dir_is_persistent(terraform: dict[str, TerraformDir]) -> None:
+    r = terraform["modules/gcp-site"].resources
+    spec = r["kubernetes_deployment_v1.site"]["spec"][0]
+    assert spec["strategy"][0]["type"] == "Recreate", "one writer of the audit chain at a time"
+    pod = spec["template"][0]["spec"][0]
+    volumes = {v["name"]: v for v in pod["volume"]}
+    claim = volumes["state"]["persistent_volume_claim"][0]["claim_name"]
+    assert "kubernetes_persistent_volume_claim_v1.state" in claim
+    mounts = {m["name"]: m["mount_path"] for m in pod["container"][0]["volume_mount"]}
+    assert mounts["state"] == "${local.state_dir}"
+
+
 def test_azure_storage_and_roles(terraform: dict[str, TerraformDir]) -> None:
     r = terraform["modules/azure-site"].resources
     data, audit = r["azurerm_storage_account.data"], r["azurerm_storage_account.audit"]

@@ -98,6 +98,14 @@ resource "aws_ecs_task_definition" "site" {
   }
   volume {
     name = "state"
+    efs_volume_configuration {
+      file_system_id     = aws_efs_file_system.state.id
+      transit_encryption = "ENABLED"
+      authorization_config {
+        access_point_id = aws_efs_access_point.state.id
+        iam             = "ENABLED"
+      }
+    }
   }
   container_definitions = jsonencode([
     merge(local.hardening, {
@@ -183,6 +191,9 @@ resource "aws_ecs_service" "site" {
   task_definition = aws_ecs_task_definition.site.arn
   desired_count   = 1
   launch_type     = "FARGATE"
+  # One writer of the audit chain: stop the old task before starting its replacement.
+  deployment_minimum_healthy_percent = 0
+  deployment_maximum_percent         = 100
   network_configuration {
     subnets          = aws_subnet.private[*].id
     security_groups  = [aws_security_group.site.id]
@@ -193,7 +204,7 @@ resource "aws_ecs_service" "site" {
     container_name   = "site"
     container_port   = var.service_port
   }
-  depends_on = [aws_lb_listener.site, aws_ecs_service.scheduler]
+  depends_on = [aws_lb_listener.site, aws_ecs_service.scheduler, aws_efs_mount_target.state]
   tags       = local.tags
 }
 

@@ -70,6 +70,42 @@ resource "kubernetes_config_map_v1" "site" {
   )
 }
 
+# --- persistent state ----------------------------------------------------------------------------
+
+# The live hash-chained audit log and the quarantine (`state_dir`) outlive the pod: a regional
+# persistent disk encrypted with the site's key. The site Deployment recreates (never overlaps)
+# its pod so one writer owns the chain.
+resource "kubernetes_storage_class_v1" "state" {
+  metadata {
+    name = "${local.namespace}-cmek"
+  }
+  storage_provisioner    = "pd.csi.storage.gke.io"
+  reclaim_policy         = "Retain"
+  volume_binding_mode    = "WaitForFirstConsumer"
+  allow_volume_expansion = true
+  parameters = {
+    type                    = "pd-balanced"
+    replication-type        = "regional-pd"
+    disk-encryption-kms-key = google_kms_crypto_key.site.id
+  }
+  depends_on = [google_kms_crypto_key_iam_member.compute]
+}
+
+resource "kubernetes_persistent_volume_claim_v1" "state" {
+  metadata {
+    name      = "fedflow-state"
+    namespace = kubernetes_namespace_v1.site.metadata[0].name
+  }
+  spec {
+    access_modes       = ["ReadWriteOnce"]
+    storage_class_name = kubernetes_storage_class_v1.state.metadata[0].name
+    resources {
+      requests = { storage = var.state_volume_size }
+    }
+  }
+  wait_until_bound = false
+}
+
 # --- Dask scheduler -----------------------------------------------------------------------------
 
 resource "kubernetes_deployment_v1" "scheduler" {
@@ -267,6 +303,9 @@ resource "kubernetes_deployment_v1" "site" {
   wait_for_rollout = false
   spec {
     replicas = 1
+    strategy {
+      type = "Recreate"
+    }
     selector {
       match_labels = { "app.kubernetes.io/name" = "site" }
     }
@@ -368,7 +407,9 @@ resource "kubernetes_deployment_v1" "site" {
         }
         volume {
           name = "state"
-          empty_dir {}
+          persistent_volume_claim {
+            claim_name = kubernetes_persistent_volume_claim_v1.state.metadata[0].name
+          }
         }
       }
     }

@@ -51,6 +51,13 @@ resource "google_kms_crypto_key_iam_member" "gke" {
   member        = "serviceAccount:service-${data.google_project.site.number}@container-engine-robot.iam.gserviceaccount.com"
 }
 
+# Persistent disks (the site's state volume) are encrypted with the same key.
+resource "google_kms_crypto_key_iam_member" "compute" {
+  crypto_key_id = google_kms_crypto_key.site.id
+  role          = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+  member        = "serviceAccount:service-${data.google_project.site.number}@compute-system.iam.gserviceaccount.com"
+}
+
 # --- buckets ------------------------------------------------------------------------------------
 
 resource "google_storage_bucket" "access_logs" {

@@ -227,6 +227,17 @@ variable "tls_secret_name" {
   }
 }
 
+variable "state_volume_size" {
+  description = "Size of the site's persistent state volume (live audit log and quarantine), as a Kubernetes quantity such as 20Gi."
+  type        = string
+  default     = "20Gi"
+
+  validation {
+    condition     = can(regex("^[1-9][0-9]*Gi$", var.state_volume_size))
+    error_message = "state_volume_size must be a whole number of Gi, such as 20Gi."
+  }
+}
+
 variable "audit_retention_locked" {
   description = "Lock the audit bucket's retention policy. Locking is irreversible: set it once the deployment is verified."
   type        = bool
