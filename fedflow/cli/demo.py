@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from executors import SiteTransport
-from fedflow.cli.render import show_result
+from fedflow.cli.render import make_console, show_result
 from flows import FederationSession, connect, prefect_api, run_analysis
 from flows.demo import (
     DEMO_ANALYSES,
@@ -43,7 +43,7 @@ def demo(
 ) -> None:
     """Split Eunomia GiBleed across three sites and run the federated analyses over them."""
     started = time.monotonic()
-    console = Console(width=None if Console().is_terminal else 120)
+    console = make_console()
     console.rule("[bold]fedflow demo[/]: three custodians, one federated analysis at a time")
     with prefect_api(directory / "prefect") as api:  # starts while the sites are built
         tables = eunomia_tables(source)

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from flows.outcomes import FederatedResult, SiteOutcome
 
-__all__ = ["outcome_table", "result_table", "show_result"]
+__all__ = ["make_console", "outcome_table", "result_table", "show_result"]
 
 _STYLE = {
     "released": "green",
@@ -18,6 +18,11 @@ _STYLE = {
     "refused": "red",
     "failed": "bold red",
 }
+
+
+def make_console() -> Console:
+    """A console as wide as the terminal, or 120 columns when output is redirected."""
+    return Console(width=None if Console().is_terminal else 120)
 
 
 def result_table(frame: pl.DataFrame, title: str | None = None) -> Table:

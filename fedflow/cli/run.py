@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-from rich.console import Console
 
-from fedflow.cli.render import outcome_table, show_result
+from fedflow.cli.render import make_console, outcome_table, show_result
 from fedflow.core import FedflowError
 from fedflow.core.registry import default_registry
 from flows import QuorumNotMet, prefect_api, run_analysis
@@ -40,10 +39,11 @@ def run(
 ) -> None:
     """Run ANALYSIS over the sites of a federation and print the merged result and outcomes."""
     parsed = _parse_params(params)
-    console = Console()
+    console = make_console()
     home = federation.resolve().parent / "prefect"
     try:
-        with prefect_api(home):
+        with prefect_api(home) as api:
+            api.wait()
             result = run_analysis(
                 analysis,
                 parsed,
