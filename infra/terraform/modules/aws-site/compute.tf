@@ -19,12 +19,16 @@ locals {
   )
 
   # Writes FEDFLOW_CONFIG_FILES and the three TLS secrets as files, mode 0600, then exits.
-  write_config = join("; ", [
+  write_config = join("\n", [
     "import json, os, pathlib",
     "root = pathlib.Path('${local.config_dir}')",
     "files = json.loads(os.environ['FEDFLOW_CONFIG_FILES'])",
     "files.update({'tls/site.crt': os.environ['TLS_SITE_CRT'], 'tls/site.key': os.environ['TLS_SITE_KEY'], 'tls/orchestrator-ca.crt': os.environ['TLS_ORCHESTRATOR_CA']})",
-    "[(root / k).parent.mkdir(parents=True, exist_ok=True) or (root / k).write_text(v) or (root / k).chmod(0o600) for k, v in files.items()]",
+    "for name, text in files.items():",
+    "    path = root / name",
+    "    path.parent.mkdir(parents=True, exist_ok=True)",
+    "    path.write_text(text)",
+    "    path.chmod(0o600)",
   ])
 
   log_options = {

@@ -22,11 +22,14 @@ locals {
   db_secret = aws_db_instance.prefect.master_user_secret[0].secret_arn
 
   # The worker's identity files: written from the identity secret into the config volume.
-  write_identity = join("; ", [
+  write_identity = join("\n", [
     "import os, pathlib",
     "root = pathlib.Path('${local.config_dir}/identity')",
     "root.mkdir(parents=True, exist_ok=True)",
-    "[(root / name).write_text(os.environ[var]) or (root / name).chmod(0o600) for name, var in {'client.crt': 'CLIENT_CRT', 'client.key': 'CLIENT_KEY', 'sites-ca.crt': 'SITES_CA_CRT', 'checkpoint-signing.key': 'CHECKPOINT_SIGNING_KEY'}.items()]",
+    "names = {'client.crt': 'CLIENT_CRT', 'client.key': 'CLIENT_KEY', 'sites-ca.crt': 'SITES_CA_CRT', 'checkpoint-signing.key': 'CHECKPOINT_SIGNING_KEY'}",
+    "for name, variable in names.items():",
+    "    (root / name).write_text(os.environ[variable])",
+    "    (root / name).chmod(0o600)",
   ])
 }
 
