@@ -9,7 +9,7 @@ when the domain has no table or the code is unmapped (concept 0, source value ke
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -149,17 +149,21 @@ def _units(units: Col, vocab: VocabularyStore) -> pa.Array:
     return pc.take(pa.array(ids, pa.int32()), pc.index_in(units, value_set=distinct))
 
 
-def build_events(
+def _map_part(
     events: pa.Table,
     persons: Ids,
     visits: Ids,
     visit_providers: pa.Array,
     vocab: VocabularyStore,
-    spec: CdmSpec,
-) -> EventBuild:
-    """Map, route and build the event tables; account for every staged event row."""
-    out = EventBuild()
+    out: EventBuild,
+) -> tuple[pa.Table, pa.Table]:
+    """Map one staged part: compact rows (ids, concepts, target table) and its unmapped rows.
+
+    The source keys (UUID strings) are dropped here, so only compact columns stay in memory.
+    """
     source = events["source_table"]
+    for name, count in _counts_by_source(source, pc.is_valid(source)).items():
+        out.accounts.setdefault(name, SourceAccount(source_table=name)).read += count
     person_id = persons.lookup(events["person_key"])
     unknown = pc.is_null(person_id)
     no_start = pc.and_(pc.invert(unknown), pc.is_null(events["start"]))
@@ -172,7 +176,7 @@ def build_events(
     ):
         for name, count in _counts_by_source(source, mask).items():
             account = out.accounts.setdefault(name, SourceAccount(source_table=name))
-            account.rejected[reason] = count
+            account.rejected[reason] = account.rejected.get(reason, 0) + count
     if pc.all(keep).as_py():
         e = events.append_column("person_id", person_id)  # the usual case: no copy
     else:
@@ -189,9 +193,9 @@ def build_events(
     flat_source = np.repeat(np.array([m.source_concept_id for m in mappings], np.int32), counts)
     mapped = np.array([m.mapped for m in mappings], dtype=bool)[key_idx]
     for name, count in _counts_by_source(e["source_table"], pa.array(~mapped)).items():
-        out.accounts.setdefault(name, SourceAccount(source_table=name)).concept_0 = count
+        out.accounts.setdefault(name, SourceAccount(source_table=name)).concept_0 += count
     for name, count in _counts_by_source(e["source_table"], pa.array(mapped)).items():
-        out.accounts.setdefault(name, SourceAccount(source_table=name)).written = count
+        out.accounts.setdefault(name, SourceAccount(source_table=name)).written += count
 
     row_counts = counts[key_idx]
     rows = np.repeat(np.arange(len(key_idx)), row_counts)
@@ -204,40 +208,74 @@ def build_events(
     default = pc.index_in(x["default_table"], pa.array(list(EVENT_TABLES)))
     target = pc.if_else(pc.and_(x["route_by_domain"], pc.is_valid(routed)), routed, default)
     visit_id = visits.lookup(x["visit_key"])
-    g: dict[str, Col] = {
-        "person_id": x["person_id"],
-        "visit_occurrence_id": visit_id,
-        "provider_id": pc.take(visit_providers, pc.subtract(visit_id, 1))
-        if len(visit_providers)
-        else pa.nulls(x.num_rows, pa.int32()),
-        "start": x["start"],
-        "end": x["end"],
-        "concept_id": pa.array(flat_target[flat_idx]),
-        "source_concept_id": pa.array(flat_source[flat_idx]),
-        "code": x["code"],
-        "value_number": x["value_number"],
-        "value_string": x["value_string"],
-        "unit": x["unit"],
-        "unit_concept_id": _units(x["unit"], vocab),
-        "quantity": x["quantity"],
-        "identifier": x["identifier"],
-    }
+    concept = pa.array(flat_target[flat_idx])
+    compact = pa.table(
+        {
+            "target": pc.cast(target, pa.int8()),
+            "person_id": pc.cast(x["person_id"], pa.int32()),
+            "visit_occurrence_id": pc.cast(visit_id, pa.int32()),
+            "provider_id": pc.take(visit_providers, pc.subtract(visit_id, 1))
+            if len(visit_providers)
+            else pa.nulls(x.num_rows, pa.int32()),
+            "start": x["start"],
+            "end": x["end"],
+            "concept_id": concept,
+            "source_concept_id": pa.array(flat_source[flat_idx]),
+            "code": x["code"],
+            "value_number": x["value_number"],
+            "value_string": x["value_string"],
+            "unit": x["unit"],
+            "unit_concept_id": _units(x["unit"], vocab),
+            "quantity": x["quantity"],
+            "identifier": x["identifier"],
+        }
+    )
+    zero = pc.equal(concept, 0)
+    unmapped = x.select(["vocabulary_id", "code", "description", "source_row"]).filter(zero)
+    return compact, unmapped.append_column("target", pc.cast(pc.filter(target, zero), pa.int8()))
+
+
+def build_events(
+    parts: Iterable[pa.Table],
+    persons: Ids,
+    visits: Ids,
+    visit_providers: pa.Array,
+    vocab: VocabularyStore,
+    spec: CdmSpec,
+) -> EventBuild:
+    """Map, route and build the event tables from staged ``parts`` (one at a time, so that a
+    reader can load them lazily); account for every staged event row."""
+    out = EventBuild()
+    compact_parts: list[pa.Table] = []
+    unmapped_parts: list[pa.Table] = []
+    for part in parts:
+        if part.num_rows:
+            compact, unmapped = _map_part(part, persons, visits, visit_providers, vocab, out)
+            compact_parts.append(compact)
+            unmapped_parts.append(unmapped)
+        del part
+    if not compact_parts:
+        for table in _TABLES:
+            out.tables[table] = conform(table, {}, spec, num_rows=0)
+            out.coverage[table] = TableCoverage(table=table)
+        return out
+    x = pa.concat_tables(compact_parts)
+    zero_rows = pa.concat_tables(unmapped_parts)
+    del compact_parts, unmapped_parts
+    target = x["target"]
+    g: dict[str, Col] = {name: x[name] for name in x.column_names if name != "target"}
     # One sort by (table, person, start) instead of a filter per table: each table is then a
     # zero-copy slice that is already in the order conform() wants.
     order = pc.sort_indices(
         pa.table({"t": target, "p": x["person_id"], "s": x["start"]}),
         sort_keys=[("t", "ascending"), ("p", "ascending"), ("s", "ascending")],
     )
-    g_concept = g["concept_id"]
     g = {k: pc.take(v, order) for k, v in g.items()}
+    del x
     sorted_target = pc.take(target, order)
     zero = pc.equal(g["concept_id"], 0)
     local = pc.and_(zero, pc.equal(g["source_concept_id"], 0))
-    unsorted_zero = pc.equal(g_concept, 0)  # filter before the sort: no chunk concatenation
-    zero_rows = x.select(["vocabulary_id", "code", "description", "source_row"]).filter(
-        unsorted_zero
-    )
-    zero_target = pc.filter(target, unsorted_zero)
+    zero_target = zero_rows["target"]
     per_table = {d["values"]: d["counts"] for d in pc.value_counts(sorted_target).to_pylist()}
     start = 0
     for position, table in enumerate(EVENT_TABLES):

@@ -78,7 +78,7 @@ def build_cdm(
         staged.visits, person_ids, provider_ids, site_ids, spec
     )
     step("clinical events")
-    events = build_events(staged.events, person_ids, visit_ids, visit_providers, vocab, spec)
+    events = build_events(staged.iter_events(), person_ids, visit_ids, visit_providers, vocab, spec)
     step("observation_period")
     dates = [
         (visit["person_id"], visit["visit_start_date"]),
@@ -125,8 +125,7 @@ def build_cdm(
             written=care_site.num_rows,
         ),
     ]
-    for name, account in sorted(events.accounts.items()):
-        account.read = staged.source_rows.get(name, 0)
+    for _, account in sorted(events.accounts.items()):
         accounts.append(account)
     for name, reasons in staged.rejected.items():
         found = next((a for a in accounts if a.source_table == name), None)

@@ -8,6 +8,7 @@ says what its source means.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -108,6 +109,8 @@ class StagedSource:
     and reason, the rows the reader itself refused (malformed FHIR resources, tables out of scope).
     ``issues`` lists those problems with ids (never values) for the report. ``names`` gives the
     source table behind persons, visits, providers and care sites (for the accounting).
+    ``event_loaders`` load further event parts on demand, one at a time, so that the builder
+    holds only one part's source keys in memory.
     """
 
     persons: pa.Table
@@ -126,6 +129,14 @@ class StagedSource:
     source_rows: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, dict[str, int]] = field(default_factory=dict)
     issues: list[dict[str, str]] = field(default_factory=list)
+
+    event_loaders: list[Callable[[], pa.Table]] = field(default_factory=list)
+
+    def iter_events(self) -> Iterator[pa.Table]:
+        """``events``, then each lazily loaded part (a reader may defer big files to here)."""
+        yield self.events
+        for load in self.event_loaders:
+            yield load()
 
     def reject(self, table: str, reason: str, count: int = 1) -> None:
         """Count ``count`` rows of ``table`` as refused for ``reason``."""

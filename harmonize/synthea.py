@@ -11,6 +11,7 @@ ETL-Synthea's CDM tables either; their rows are counted as rejected ``out_of_sco
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -239,6 +240,10 @@ def _events(raw: Path, spec: _EventFile) -> pa.Table | None:
     return pa.table(cols, schema=EVENT_SCHEMA)
 
 
+def _load_events(raw: Path, spec: _EventFile) -> pa.Table:
+    return _events(raw, spec) or EVENT_SCHEMA.empty_table()
+
+
 def _providers(raw: Path) -> tuple[pa.Table, pa.Table, dict[str, int]]:
     counts: dict[str, int] = {}
     p = _read(
@@ -296,26 +301,24 @@ def _count_rows(path: Path) -> int:
 
 
 def read_synthea(raw: Path) -> StagedSource:
-    """Stage the Synthea CSV export in folder ``raw``."""
+    """Stage the Synthea CSV export in folder ``raw`` (clinical files are read lazily, one at a
+    time, when the builder asks for them)."""
     if not raw.is_dir():
         raise SourceNotFound(f"Synthea export folder not found: {raw}")
     persons = _persons(raw)
     visits = _visits(raw)
-    events = [e for spec in _EVENT_FILES if (e := _events(raw, spec)) is not None]
     providers, sites, counts = _providers(raw)
     staged = StagedSource(
         persons=persons,
         visits=visits,
-        events=pa.concat_tables(events) if events else EVENT_SCHEMA.empty_table(),
+        events=EVENT_SCHEMA.empty_table(),
         providers=providers,
         care_sites=sites,
+        event_loaders=[
+            partial(_load_events, raw, spec) for spec in _EVENT_FILES if _path(raw, spec.name)
+        ],
     )
     staged.source_rows = {"patients": persons.num_rows, "encounters": visits.num_rows, **counts}
-    for e in events:
-        if e.num_rows:
-            staged.source_rows[e["source_table"][0].as_py()] = e.num_rows
-    for spec in _EVENT_FILES:
-        staged.source_rows.setdefault(spec.name, 0)
     for name in OUT_OF_SCOPE:
         path = _path(raw, name)
         if path is not None:
