@@ -149,7 +149,7 @@ resource "aws_ecs_task_definition" "site" {
 }
 
 resource "aws_lb" "site" {
-  name                             = substr("${local.name_prefix}-nlb", 0, 32)
+  name                             = "ff-${var.site_name}-nlb" # load balancer names: 32 characters
   load_balancer_type               = "network"
   internal                         = false
   subnets                          = aws_subnet.public[*].id
@@ -165,7 +165,7 @@ resource "aws_lb" "site" {
 }
 
 resource "aws_lb_target_group" "site" {
-  name        = substr("${local.name_prefix}-site", 0, 32)
+  name        = "ff-${var.site_name}-site"
   port        = var.service_port
   protocol    = "TCP"
   target_type = "ip"

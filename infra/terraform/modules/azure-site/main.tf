@@ -49,7 +49,7 @@ resource "azurerm_user_assigned_identity" "storage" {
 
 resource "azurerm_key_vault" "site" {
   # checkov:skip=CKV_AZURE_189:Terraform creates the customer-managed key through the Key Vault data plane; the network ACL denies by default and admits admin_cidrs and the private endpoint only.
-  name                          = "kv-ff-${substr(var.site_name, 0, 11)}-${local.suffix}"
+  name                          = "kv-ff-${substr(local.compact, 0, 11)}-${local.suffix}"
   resource_group_name           = azurerm_resource_group.site.name
   location                      = var.location
   tenant_id                     = data.azurerm_client_config.current.tenant_id

@@ -3,8 +3,8 @@ variable "site_name" {
   type        = string
 
   validation {
-    condition     = can(regex("^[a-z0-9][a-z0-9-]{1,18}[a-z0-9]$", var.site_name))
-    error_message = "site_name must be 3-20 characters of [a-z0-9-] (Azure storage and Key Vault names are short), starting and ending with a letter or digit."
+    condition     = can(regex("^[a-z0-9]+(-[a-z0-9]+)*$", var.site_name)) && length(var.site_name) >= 3 && length(var.site_name) <= 20
+    error_message = "site_name must be 3-20 characters of [a-z0-9] in hyphen-separated words (Azure storage and Key Vault names are short)."
   }
 }
 

@@ -23,8 +23,8 @@ variable "site_name" {
   type        = string
 
   validation {
-    condition     = can(regex("^[a-z0-9][a-z0-9-]{1,22}[a-z0-9]$", var.site_name))
-    error_message = "site_name must be 3-24 characters of [a-z0-9-] (service account IDs are short), starting and ending with a letter or digit."
+    condition     = can(regex("^[a-z][a-z0-9]*(-[a-z0-9]+)*$", var.site_name)) && length(var.site_name) >= 3 && length(var.site_name) <= 21
+    error_message = "site_name must be 3-21 characters of [a-z0-9] in hyphen-separated words, starting with a letter (service account IDs derived from it allow 30 characters)."
   }
 }
 

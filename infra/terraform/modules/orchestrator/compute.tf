@@ -108,7 +108,7 @@ resource "aws_ecs_task_definition" "server" {
 
 resource "aws_lb" "prefect" {
   # checkov:skip=CKV2_AWS_28:The load balancer is internal (operators reach it over VPN or peering) and admits operator_cidrs only; WAF protects internet-facing endpoints.
-  name                       = substr("${local.name_prefix}-prefect", 0, 32)
+  name                       = "ff-${var.name}-prefect" # load balancer names: 32 characters
   load_balancer_type         = "application"
   internal                   = true
   subnets                    = aws_subnet.private[*].id
@@ -124,7 +124,7 @@ resource "aws_lb" "prefect" {
 }
 
 resource "aws_lb_target_group" "prefect" {
-  name        = substr("${local.name_prefix}-prefect", 0, 32)
+  name        = "ff-${var.name}-prefect"
   port        = 4200
   protocol    = "HTTP"
   target_type = "ip"

@@ -3,8 +3,8 @@ variable "name" {
   type        = string
 
   validation {
-    condition     = can(regex("^[a-z0-9][a-z0-9-]{1,22}[a-z0-9]$", var.name))
-    error_message = "name must be 3-24 characters of [a-z0-9-], starting and ending with a letter or digit."
+    condition     = can(regex("^[a-z0-9]+(-[a-z0-9]+)*$", var.name)) && length(var.name) >= 3 && length(var.name) <= 20
+    error_message = "name must be 3-20 characters of [a-z0-9] in hyphen-separated words (load balancer names derived from it allow 32 characters)."
   }
 }
 
