@@ -119,11 +119,13 @@ resource "aws_security_group" "lb" {
   tags        = local.tags
 }
 
+# count, not for_each: the addresses may be unknown until the orchestrator's are allocated in
+# the same apply, while their number is known.
 resource "aws_vpc_security_group_ingress_rule" "lb_from_orchestrator" {
-  for_each          = toset(var.orchestrator_cidrs)
+  count             = length(var.orchestrator_cidrs)
   security_group_id = aws_security_group.lb.id
   description       = "site service (mutual TLS) from the orchestrator"
-  cidr_ipv4         = each.value
+  cidr_ipv4         = var.orchestrator_cidrs[count.index]
   ip_protocol       = "tcp"
   from_port         = var.service_port
   to_port           = var.service_port

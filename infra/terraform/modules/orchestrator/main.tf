@@ -14,7 +14,6 @@ locals {
   config_dir  = "/etc/fedflow"
   namespace   = "${var.name}.orchestrator.fedflow.internal"
   prefect_api = "http://prefect-server.${local.namespace}:4200/api"
-  site_ports  = toset([for ep in values(var.site_endpoints) : tonumber(split(":", ep)[1])])
 }
 
 resource "aws_kms_key" "orchestrator" {

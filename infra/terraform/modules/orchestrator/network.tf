@@ -181,7 +181,7 @@ resource "aws_vpc_security_group_egress_rule" "worker_to_server" {
 }
 
 resource "aws_vpc_security_group_egress_rule" "worker_to_sites" {
-  for_each          = local.site_ports
+  for_each          = toset([for p in var.site_ports : tostring(p)])
   security_group_id = aws_security_group.worker.id
   description       = "mutual TLS to the sites' service port ${each.value}"
   cidr_ipv4         = "0.0.0.0/0"

@@ -49,6 +49,17 @@ variable "site_endpoints" {
   }
 }
 
+variable "site_ports" {
+  description = "TCP ports the sites' services listen on; the flow worker may connect out to these only. Separate from site_endpoints so the rules are known before the sites exist."
+  type        = list(number)
+  default     = [8443]
+
+  validation {
+    condition     = length(var.site_ports) > 0 && alltrue([for p in var.site_ports : p >= 1 && p <= 65535 && floor(p) == p])
+    error_message = "site_ports must list TCP ports between 1 and 65535."
+  }
+}
+
 variable "image" {
   description = "Container image with Prefect and the fedflow flows, in an ECR repository of this region, pinned by digest (REPO@sha256:...)."
   type        = string
