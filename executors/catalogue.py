@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from executors.config import DatasetConfig
-from executors.errors import CorruptObject, DatasetNotFound, ObjectNotFound, StorageError
-from executors.storage import Location, open_location
-from fedflow.core import TableColumns, digest_json
+from executors.errors import DatasetNotFound, ObjectNotFound, StorageError
+from executors.storage import Location, open_location, read_parquet, read_schema
+from fedflow.core import InvalidRequest, TableColumns, digest_json
 
 __all__ = ["Catalogue", "Dataset", "PersonRange"]
 
@@ -41,7 +41,8 @@ class Dataset:
     @cached_property
     def snapshot_digest(self) -> str:
         """Digest of every file's fingerprint: changes whenever any table's content changes."""
-        return digest_json(self.location.fingerprints())
+        with self._named():
+            return digest_json(self.location.fingerprints())
 
     @cached_property
     def table_names(self) -> frozenset[str]:
@@ -54,16 +55,8 @@ class Dataset:
     def schema(self, table: str) -> pa.Schema:
         """The schema of ``table`` (read from the parquet footer only)."""
         self._require(table)
-        try:
-            return pq.read_schema(
-                self.location.path(f"{table}.parquet"), filesystem=self.location.filesystem
-            )
-        except FileNotFoundError:
-            raise ObjectNotFound(self._where(table, "is missing")) from None
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise CorruptObject(
-                self._where(table, f"is not readable parquet ({type(exc).__name__})")
-            ) from None
+        with self._named():
+            return read_schema(self.location, table)
 
     def is_person_table(self, table: str) -> bool:
         return PERSON_ID in self.schema(table).names
@@ -73,7 +66,7 @@ class Dataset:
         for table, columns in tables.items():
             missing = [c for c in columns if c not in self.schema(table).names]
             if missing:
-                raise StorageError(
+                raise InvalidRequest(
                     f"dataset {self.name!r} table {table!r} has no column(s) {', '.join(missing)}"
                 )
 
@@ -85,19 +78,8 @@ class Dataset:
         filters = None
         if persons is not None:
             filters = [(PERSON_ID, ">=", persons[0]), (PERSON_ID, "<", persons[1])]
-        try:
-            return pq.read_table(
-                self.location.path(f"{table}.parquet"),
-                filesystem=self.location.filesystem,
-                columns=list(columns),
-                filters=filters,
-            )
-        except FileNotFoundError:
-            raise ObjectNotFound(self._where(table, "is missing")) from None
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise CorruptObject(
-                self._where(table, f"is not readable parquet ({type(exc).__name__})")
-            ) from None
+        with self._named():
+            return read_parquet(self.location, table, list(columns), filters)
 
     def partitions(self, count: int) -> list[PersonRange]:
         """Split the persons into ``count`` ranges of about equal size (fewer if few persons)."""
@@ -108,13 +90,20 @@ class Dataset:
         return list(itertools.pairwise(bounds))
 
     def _require(self, table: str) -> None:
-        if table not in self.table_names:
-            raise ObjectNotFound(self._where(table, "does not exist"))
+        with self._named():
+            known = self.table_names
+        if table not in known:
+            raise ObjectNotFound(f"dataset {self.name!r}: table {table!r} does not exist")
 
-    def _where(self, table: str, what: str) -> str:
-        return (
-            f"dataset {self.name!r}: table {table!r} ({self.location.url}/{table}.parquet) {what}"
-        )
+    @contextmanager
+    def _named(self) -> Iterator[None]:
+        """Put the dataset's name in front of storage errors (they name location and object)."""
+        try:
+            yield
+        except StorageError as exc:
+            if exc.message.startswith(f"dataset {self.name!r}"):
+                raise
+            raise type(exc)(f"dataset {self.name!r}: {exc.message}") from exc
 
 
 class Catalogue:

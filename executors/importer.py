@@ -105,7 +105,7 @@ def read_omop_csv(folder: Path) -> dict[str, pa.Table]:
 
 def _header(path: Path) -> list[str]:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", newline="") as f:  # type: ignore[operator]
+    with opener(path, "rt", encoding="utf-8", newline="") as f:
         return next(csv.reader(f), [])
 
 

@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 from executors.errors import StorageError
 from executors.storage.base import Location
 from executors.storage.local import LocalLocation
-from executors.storage.reader import read_parquet
+from executors.storage.reader import read_parquet, read_schema
 
-__all__ = ["LocalLocation", "Location", "open_location", "read_parquet"]
+__all__ = ["LocalLocation", "Location", "open_location", "read_parquet", "read_schema"]
 
 # scheme -> "module:Class"; each class lists its schemes in ``Location.schemes``.
 _SCHEMES: dict[str, str] = {

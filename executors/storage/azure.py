@@ -29,7 +29,7 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobServiceClient
 
 from executors.errors import ObjectNotFound, StorageAccessDenied, StorageError
-from executors.storage.reader import ObjectInfo, ObjectStore, ObjectStoreLocation
+from executors.storage.objectstore import ObjectInfo, ObjectStore, ObjectStoreLocation
 
 __all__ = ["AzureBlobLocation", "AzureBlobStore", "blob_service_client"]
 

@@ -19,7 +19,7 @@ from google.auth import exceptions as auth_exc
 from google.cloud import storage
 
 from executors.errors import ObjectNotFound, StorageAccessDenied, StorageError
-from executors.storage.reader import ObjectInfo, ObjectStore, ObjectStoreLocation
+from executors.storage.objectstore import ObjectInfo, ObjectStore, ObjectStoreLocation
 
 __all__ = ["GcsLocation", "GcsStore"]
 

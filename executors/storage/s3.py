@@ -18,7 +18,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from executors.errors import ObjectNotFound, StorageAccessDenied, StorageError
-from executors.storage.reader import ObjectInfo, ObjectStore, ObjectStoreLocation
+from executors.storage.objectstore import ObjectInfo, ObjectStore, ObjectStoreLocation
 
 __all__ = ["S3Location", "S3Store"]
 

@@ -8,11 +8,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from executors import CorruptObject, DatasetNotFound, ObjectNotFound, StorageError
+from executors import CorruptObject, DatasetNotFound, ObjectNotFound
 from executors.catalogue import Catalogue, Dataset
 from executors.config import DatasetConfig
 from executors.importer import write_dataset
 from executors.storage import open_location
+from fedflow.core import InvalidRequest
 
 
 @pytest.fixture
@@ -50,13 +51,13 @@ def test_reads_only_declared_columns(dataset: Dataset) -> None:
 
 
 def test_storage_errors_name_dataset_and_object(dataset: Dataset, tmp_path: Path) -> None:
-    with pytest.raises(ObjectNotFound, match="dataset 'omop': table 'drug_era'"):
+    with pytest.raises(ObjectNotFound, match="dataset 'omop': table 'drug_era' does not exist"):
         dataset.read("drug_era", ["person_id"])
-    with pytest.raises(StorageError, match="table 'person' has no column"):
+    with pytest.raises(InvalidRequest, match="table 'person' has no column"):
         dataset.check_columns({"person": ["person_id", "no_such_column"]})
     (tmp_path / "omop" / "concept.parquet").write_bytes(b"PAR1 not really parquet")
     broken = Dataset("omop", open_location(str(tmp_path / "omop")))
-    with pytest.raises(CorruptObject, match="concept"):
+    with pytest.raises(CorruptObject, match=r"dataset 'omop': object 'concept\.parquet'"):
         broken.read("concept", ["concept_id"])
     assert broken.read("person", ["person_id"]).num_rows == 2694  # other tables still serve
 

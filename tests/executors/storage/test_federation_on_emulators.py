@@ -140,10 +140,16 @@ def test_bad_storage_is_named_and_the_site_keeps_serving(
         return Request(analysis=analysis.ref(), params=params, dataset=dataset, token=token)
 
     expected = {
-        "nobucket": (ObjectNotFound, r"s3://no-such-bucket/omop: the bucket does not exist"),
-        "denied": (StorageAccessDenied, r"s3://restricted/omop: access denied \(AccessDenied\)"),
+        "nobucket": (
+            ObjectNotFound,
+            r"dataset 'nobucket': .*s3://no-such-bucket/omop: the bucket does not exist",
+        ),
+        "denied": (
+            StorageAccessDenied,
+            r"dataset 'denied': .*s3://restricted/omop: access denied \(AccessDenied\)",
+        ),
         "partial": (ObjectNotFound, r"dataset 'partial': table 'condition_occurrence'"),
-        "corrupt": (CorruptObject, r"dataset 'corrupt': table 'condition_occurrence'"),
+        "corrupt": (CorruptObject, r"dataset 'corrupt': object 'condition_occurrence\.parquet'"),
     }
     transport = InProcessSiteTransport(SiteNode(SiteConfig.load(home / "site.yaml")), owned=True)
     try:

@@ -15,7 +15,7 @@ import pytest
 
 from executors.errors import CorruptObject, ObjectNotFound
 from executors.storage import Location, open_location, read_parquet
-from executors.storage.reader import ObjectStoreLocation
+from executors.storage.objectstore import ObjectStoreLocation
 from fedflow.core.errors import InvalidRequest
 
 pytestmark = pytest.mark.integration
