@@ -90,6 +90,7 @@ _TABLES: dict[str, _Builder] = {
         "measurement_datetime": g["start"],
         "measurement_type_concept_id": _type(n),
         "value_as_number": g["value_number"],
+        "value_as_concept_id": g["value_concept_id"],
         "unit_concept_id": g["unit_concept_id"],
         "measurement_source_value": g["code"],
         "measurement_source_concept_id": g["source_concept_id"],
@@ -103,6 +104,7 @@ _TABLES: dict[str, _Builder] = {
         "observation_type_concept_id": _type(n),
         "value_as_number": g["value_number"],
         "value_as_string": _text_only(g),
+        "value_as_concept_id": g["value_concept_id"],
         "unit_concept_id": g["unit_concept_id"],
         "observation_source_value": g["code"],
         "observation_source_concept_id": g["source_concept_id"],
@@ -136,6 +138,14 @@ class EventBuild:
 def _counts_by_source(source: Col, mask: Col) -> dict[str, int]:
     picked = pc.filter(source, mask)
     return {d["values"]: d["counts"] for d in pc.value_counts(picked).to_pylist()}
+
+
+def _value_concepts(vocabularies: Col, codes: Col, vocab: VocabularyStore) -> Col:
+    """Standard concepts of coded values (null where the value is not coded, 0 if unmapped)."""
+    key = pc.binary_join_element_wise(vocabularies, codes, "\x1f")
+    distinct = pc.unique(key).drop_null()
+    ids = [vocab.lookup(*k.split("\x1f", 1)).targets[0][0] for k in distinct.to_pylist()]
+    return pc.take(pa.array(ids, pa.int32()), pc.index_in(key, value_set=distinct))
 
 
 def _units(units: Col, vocab: VocabularyStore) -> pa.Array:
@@ -224,6 +234,7 @@ def _map_part(
             "code": x["code"],
             "value_number": x["value_number"],
             "value_string": x["value_string"],
+            "value_concept_id": _value_concepts(x["value_vocabulary_id"], x["value_code"], vocab),
             "unit": x["unit"],
             "unit_concept_id": _units(x["unit"], vocab),
             "quantity": x["quantity"],

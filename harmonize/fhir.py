@@ -136,17 +136,21 @@ def _coding(concept: Any) -> tuple[str | None, str | None, str | None]:
     return vocab, chosen.code, chosen.display or getattr(concept, "text", None)
 
 
-def _value(obs: Any) -> tuple[float | None, str | None, str | None]:
-    """(number, text, unit) of an Observation or component value."""
+def _value(obs: Any) -> dict[str, Any]:
+    """Value columns of an Observation or component: number, text, coded value and unit."""
     q = getattr(obs, "valueQuantity", None)
     if q is not None:
         number = float(q.value) if q.value is not None else None
-        return number, None if number is None else str(q.value), q.code or q.unit
+        return {
+            "value_number": number,
+            "value_string": None if number is None else str(q.value),
+            "unit": q.code or q.unit,
+        }
     cc = getattr(obs, "valueCodeableConcept", None)
     if cc is not None:
-        return None, _coding(cc)[2], None
-    text = getattr(obs, "valueString", None)
-    return None, text, None
+        vocab, code, display = _coding(cc)
+        return {"value_string": display, "value_vocabulary_id": vocab, "value_code": code}
+    return {"value_string": getattr(obs, "valueString", None)}
 
 
 def _ext(items: Any, url: str) -> Any:
@@ -239,11 +243,9 @@ def _event(kind: str, r: Any, row: int) -> list[dict[str, Any]]:
     base.update(start=start, end=end, vocabulary_id=vocab, code=code, description=display)
     if kind != "Observation":
         return [base]
-    number, text, unit = _value(r)
-    rows = [{**base, "value_number": number, "value_string": text, "unit": unit}]
+    rows = [{**base, **_value(r)}]
     for component in r.component or []:
         cvocab, ccode, cdisplay = _coding(component.code)
-        cnumber, ctext, cunit = _value(component)
         rows.append(
             {
                 **base,
@@ -251,9 +253,7 @@ def _event(kind: str, r: Any, row: int) -> list[dict[str, Any]]:
                 "vocabulary_id": cvocab,
                 "code": ccode,
                 "description": cdisplay,
-                "value_number": cnumber,
-                "value_string": ctext,
-                "unit": cunit,
+                **_value(component),
             }
         )
     return rows

@@ -11,7 +11,9 @@ from fedflow.core.settings import Settings
 
 __all__ = ["HarmonizeSettings"]
 
-_SHARED = Settings().shared_data
+
+def _shared() -> Path:
+    return Settings().shared_data
 
 
 class HarmonizeSettings(BaseSettings):
@@ -19,16 +21,19 @@ class HarmonizeSettings(BaseSettings):
 
     ``vocab_sources`` are folders of OMOP vocabulary CSVs (Athena export layout, upper or lower
     case names, ``.csv`` or ``.csv.gz``, optional ``_seed`` suffix) merged into the local store.
+    Defaults follow ``FEDFLOW_SHARED_DATA`` as it is when the settings are created.
     """
 
     model_config = SettingsConfigDict(env_prefix="FEDFLOW_HARMONIZE_", extra="ignore")
 
-    cdm_spec: Path = Field(default=_SHARED / "omop_cdm_spec" / "OMOP_CDMv5.4_Field_Level.csv")
+    cdm_spec: Path = Field(
+        default_factory=lambda: _shared() / "omop_cdm_spec" / "OMOP_CDMv5.4_Field_Level.csv"
+    )
     vocab_sources: list[Path] = Field(
-        default=[
-            _SHARED / "eunomia_synthea27nj_cdm54",
-            _SHARED / "omop_vocab_subset_synthea",
-            _SHARED / "eunomia_gibleed",
+        default_factory=lambda: [
+            _shared() / "eunomia_synthea27nj_cdm54",
+            _shared() / "omop_vocab_subset_synthea",
+            _shared() / "eunomia_gibleed",
         ]
     )
     vocab_store: Path = Field(default=Path(".fedflow") / "vocabulary")

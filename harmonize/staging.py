@@ -75,6 +75,8 @@ EVENT_SCHEMA = pa.schema(
         ("description", pa.string()),
         ("value_number", pa.float64()),
         ("value_string", pa.string()),
+        ("value_vocabulary_id", pa.string()),  # a coded value (FHIR valueCodeableConcept)
+        ("value_code", pa.string()),
         ("unit", pa.string()),
         ("quantity", pa.float64()),
         ("identifier", pa.string()),  # device UDI, lot number

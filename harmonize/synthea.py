@@ -231,6 +231,8 @@ def _events(raw: Path, spec: _EventFile) -> pa.Table | None:
         "description": t["DESCRIPTION"],
         "value_number": _numbers(value) if spec.value else _nulls(n, _F64),
         "value_string": value,
+        "value_vocabulary_id": _nulls(n, _STR),
+        "value_code": _nulls(n, _STR),
         "unit": t[spec.unit] if spec.unit else _nulls(n, _STR),
         "quantity": t[spec.quantity] if spec.quantity else _nulls(n, _F64),
         "identifier": t[spec.identifier] if spec.identifier else _nulls(n, _STR),

@@ -75,3 +75,20 @@ def test_not_a_bundle_raises(tmp_path: Path) -> None:
         read_fhir(tmp_path / "y.json")
     with pytest.raises(SourceNotFound):
         read_fhir(tmp_path / "absent")
+
+
+def test_coded_values_fill_value_as_concept_id(fhir_cdm: Cdm, shared_data: Path) -> None:
+    folder, _ = fhir_cdm
+    coded = 0
+    for bundle in (shared_data / "synthea_fhir_r4").glob("*.json"):
+        for entry in json.loads(bundle.read_text())["entry"]:
+            resource = entry["resource"]
+            if resource["resourceType"] == "Observation":
+                parts = [resource, *resource.get("component", [])]
+                coded += sum(1 for p in parts if "valueCodeableConcept" in p)
+    filled = sum(
+        pq.read_table(folder / f"{t}.parquet")["value_as_concept_id"].drop_null().length()
+        for t in ("measurement", "observation")
+    )
+    assert coded > 100
+    assert filled == coded
