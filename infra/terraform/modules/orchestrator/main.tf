@@ -7,6 +7,7 @@
 data "aws_caller_identity" "current" {}
 data "aws_region" "current" {}
 data "aws_partition" "current" {}
+data "aws_elb_service_account" "current" {}
 
 locals {
   name_prefix = "fedflow-${var.name}"

@@ -104,25 +104,21 @@ resource "aws_s3_bucket_policy" "access_logs" {
           StringEquals = { "aws:SourceAccount" = data.aws_caller_identity.current.account_id }
         }
       },
+      # Application Load Balancer log delivery: the region's ELB account (regions opened before
+      # August 2022) and the log-delivery service principal (later regions).
       {
-        Sid       = "LoadBalancerAccessLogs"
+        Sid       = "AlbAccessLogsElbAccount"
         Effect    = "Allow"
-        Principal = { Service = "delivery.logs.amazonaws.com" }
+        Principal = { AWS = data.aws_elb_service_account.current.arn }
         Action    = "s3:PutObject"
-        Resource  = "${aws_s3_bucket.access_logs.arn}/alb/*"
-        Condition = {
-          StringEquals = { "aws:SourceAccount" = data.aws_caller_identity.current.account_id }
-        }
+        Resource  = "${aws_s3_bucket.access_logs.arn}/alb/AWSLogs/${data.aws_caller_identity.current.account_id}/*"
       },
       {
-        Sid       = "LoadBalancerAclCheck"
+        Sid       = "AlbAccessLogsService"
         Effect    = "Allow"
-        Principal = { Service = "delivery.logs.amazonaws.com" }
-        Action    = "s3:GetBucketAcl"
-        Resource  = aws_s3_bucket.access_logs.arn
-        Condition = {
-          StringEquals = { "aws:SourceAccount" = data.aws_caller_identity.current.account_id }
-        }
+        Principal = { Service = "logdelivery.elasticloadbalancing.amazonaws.com" }
+        Action    = "s3:PutObject"
+        Resource  = "${aws_s3_bucket.access_logs.arn}/alb/AWSLogs/${data.aws_caller_identity.current.account_id}/*"
       },
       {
         Sid       = "DenyInsecureTransport"
