@@ -11,7 +11,7 @@ the codes no vocabulary covers, and conformance checks generated from the OHDSI 
 from __future__ import annotations
 
 from harmonize.accounting import HarmonizeReport, SourceAccount, TableCoverage, UnmappedCodeCount
-from harmonize.api import harmonize_fhir, harmonize_synthea
+from harmonize.api import harmonize_fhir, harmonize_synthea, read_cdm
 from harmonize.dq import CheckResult, DqReport, check_folder, check_tables
 from harmonize.errors import (
     EmbeddingUnavailable,
@@ -63,6 +63,7 @@ __all__ = [
     "harmonize_synthea",
     "labelled_terms",
     "load_spec",
+    "read_cdm",
     "read_fhir",
     "read_synthea",
     "write_review",

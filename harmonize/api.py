@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from harmonize.accounting import HarmonizeReport
+from harmonize.errors import SourceNotFound
 from harmonize.fhir import read_fhir
 from harmonize.pipeline import harmonize_staged
 from harmonize.settings import HarmonizeSettings
 from harmonize.synthea import read_synthea
 
-__all__ = ["harmonize_fhir", "harmonize_synthea"]
+__all__ = ["harmonize_fhir", "harmonize_synthea", "read_cdm"]
 
 
 def harmonize_synthea(
@@ -51,3 +56,18 @@ def harmonize_fhir(
         progress=progress,
         min_coverage=min_coverage,
     )
+
+
+def read_cdm(folder: Path, tables: Iterable[str] | None = None) -> dict[str, pa.Table]:
+    """The tables of a harmonized CDM folder (all, or the ``tables`` named) as Arrow tables.
+
+    This is the form the demo federation takes for a site (``flows.demo.build_demo``).
+    """
+    available = {p.stem: p for p in sorted(folder.glob("*.parquet"))}
+    if not available:
+        raise SourceNotFound(f"no CDM tables in {folder}")
+    wanted = list(tables) if tables is not None else list(available)
+    missing = [t for t in wanted if t not in available]
+    if missing:
+        raise SourceNotFound(f"CDM folder {folder} lacks tables: {', '.join(missing)}")
+    return {name: pq.read_table(available[name]) for name in wanted}

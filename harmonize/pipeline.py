@@ -9,6 +9,7 @@ keeps dataset readers from taking them for tables).
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import logging
 import shutil
 import time
@@ -21,6 +22,7 @@ import pyarrow.parquet as pq
 from rich.progress import Progress
 
 from harmonize.accounting import HarmonizeReport, SourceAccount
+from harmonize.conform import conform
 from harmonize.entities import (
     build_care_sites,
     build_death,
@@ -40,6 +42,7 @@ from harmonize.vocabulary import VOCAB_TABLES, VocabularyStore, build_store
 __all__ = [
     "REPORT_DIR",
     "build_cdm",
+    "cdm_source",
     "harmonize_staged",
     "open_store",
     "write_cdm",
@@ -149,6 +152,40 @@ def build_cdm(
     return tables, accounts, report
 
 
+_ETL = {
+    "synthea": "fedflow harmonize synthea (OHDSI ETL-Synthea conventions)",
+    "fhir": "fedflow harmonize fhir (HL7 FHIR-to-OMOP IG conventions)",
+}
+
+
+def cdm_source(source: str, kind: str, vocab: VocabularyStore, spec: CdmSpec) -> pa.Table:
+    """The one-row ``cdm_source`` table describing this run (CDM v5.4, vocabulary version)."""
+    vocabulary = vocab.table("vocabulary")
+    versions = dict(
+        zip(
+            vocabulary["vocabulary_id"].to_pylist(),
+            vocabulary["vocabulary_version"].to_pylist(),
+            strict=True,
+        )
+    )
+    today = dt.date.today()
+    columns = {
+        "cdm_source_name": pa.array([Path(source).name or source]),
+        "cdm_source_abbreviation": pa.array([kind]),
+        "cdm_holder": pa.array(["the data custodian running this site"]),
+        "source_description": pa.array([f"{kind} source harmonized at the site: {source}"]),
+        "cdm_etl_reference": pa.array([_ETL.get(kind, "fedflow harmonize")]),
+        "source_release_date": pa.array([today]),
+        "cdm_release_date": pa.array([today]),
+        "cdm_version": pa.array(["v5.4"]),
+        # The CDM version concept (756265) is not in the shared vocabulary subsets: 0 keeps the
+        # foreign key valid; cdm_version says the version.
+        "cdm_version_concept_id": pa.array([0], pa.int32()),
+        "vocabulary_version": pa.array([versions.get("None") or "unknown"]),
+    }
+    return conform("cdm_source", columns, spec, num_rows=1)
+
+
 def write_cdm(
     tables: dict[str, pa.Table], out: Path, vocab: VocabularyStore, report: HarmonizeReport
 ) -> None:
@@ -201,6 +238,8 @@ def harmonize_staged(
         tables, _, report = build_cdm(staged, vocab, spec, step)
         step("write")
         report.source, report.kind = source, kind
+        tables["cdm_source"] = cdm_source(source, kind, vocab, spec)
+        report.cdm_rows["cdm_source"] = 1
         report.seconds = round(time.perf_counter() - began, 3)
         write_cdm(tables, out, vocab, report)
         bar.update(task, advance=1)

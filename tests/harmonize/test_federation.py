@@ -13,21 +13,26 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import pytest
 
-from harmonize import HarmonizeReport
+from harmonize import HarmonizeReport, read_cdm
 
 pytestmark = pytest.mark.integration
 
 Cdm = tuple[Path, HarmonizeReport]
-TABLES = ("person", "condition_occurrence", "drug_exposure", "procedure_occurrence", "concept")
+TABLES = (
+    "person",
+    "condition_occurrence",
+    "drug_exposure",
+    "procedure_occurrence",
+    "concept",
+    "concept_ancestor",
+)
 DISEASE = 4274025  # SNOMED "Disease": an ancestor of most conditions in both samples
 
 
 def _site(folder: Path, offset: int) -> dict[str, pa.Table]:
-    tables = {name: pq.read_table(folder / f"{name}.parquet") for name in TABLES}
-    tables["concept_ancestor"] = pq.read_table(folder / "concept_ancestor.parquet")
+    tables = read_cdm(folder, TABLES)
     for name, table in tables.items():
         if "person_id" in table.column_names:
             shifted = pc.add(table["person_id"], pa.scalar(offset, pa.int32()))

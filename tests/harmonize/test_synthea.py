@@ -18,6 +18,7 @@ from harmonize import (
     SourceNotFound,
     VocabularyStore,
     harmonize_synthea,
+    read_cdm,
     read_synthea,
 )
 from harmonize.spec import CdmSpec
@@ -173,3 +174,17 @@ def test_person_rows_without_id_gender_or_birth_date_are_rejected(
     # the rows of the three rejected people are rejected too, and everything still adds up
     assert accounts["encounters"].rejected["unknown_person"] > 0
     assert report.balanced()
+
+
+def test_cdm_source_and_read_cdm(synthea_cdm: Cdm, tmp_path: Path) -> None:
+    folder, report = synthea_cdm
+    tables = read_cdm(folder, ["cdm_source", "person"])
+    row = tables["cdm_source"].to_pylist()[0]
+    assert row["cdm_version"] == "v5.4"
+    assert row["cdm_source_abbreviation"] == "synthea"
+    assert row["vocabulary_version"].startswith("v5.0")
+    assert tables["person"].num_rows == report.cdm_rows["person"]
+    with pytest.raises(SourceNotFound):
+        read_cdm(folder, ["note"])
+    with pytest.raises(SourceNotFound):
+        read_cdm(tmp_path)
