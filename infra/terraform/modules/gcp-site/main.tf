@@ -86,6 +86,13 @@ resource "google_storage_bucket" "access_logs" {
   depends_on = [google_kms_crypto_key_iam_member.gcs]
 }
 
+# Cloud Storage writes usage and storage logs as this Google group.
+resource "google_storage_bucket_iam_member" "access_log_writer" {
+  bucket = google_storage_bucket.access_logs.name
+  role   = "roles/storage.objectCreator"
+  member = "group:cloud-storage-analytics@google.com"
+}
+
 resource "google_storage_bucket" "data" {
   name                        = "${local.name_prefix}-data-${data.google_project.site.number}"
   project                     = var.project_id
