@@ -22,6 +22,7 @@ import yaml
 
 from executors.importer import read_duckdb, read_omop_csv, write_dataset
 from fedflow.core.registry import default_registry
+from flows.outcomes import FederatedResult
 from governance.identity import IssuerKey, issue_token
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "eunomia_tables",
     "pool",
     "pooled_answer",
+    "run_example",
     "split_by_person",
 ]
 
@@ -248,6 +250,30 @@ def compare_with_pooled(
             else:
                 verdict["different"].append(cell)
     return verdict
+
+
+def run_example(
+    analysis: str, params: Mapping[str, Any], directory: Path = Path(".fedflow/demo")
+) -> FederatedResult:
+    """Run one analysis over the demo federation and print what each site did and the result.
+
+    This is what the analysis library's modules run as ``python -m flows.analyses.<name>``.
+    """
+    from flows.federated import run_analysis
+    from flows.federation import connect
+    from flows.server import prefect_api
+
+    with prefect_api(directory / "prefect") as api:
+        parts = split_by_person(eunomia_tables(), [site.share for site in DEMO_SITES])
+        profile = build_demo(directory, parts)
+        with connect(profile) as federation:
+            api.wait()
+            result = run_analysis(analysis, params, federation=federation)
+    print(f"{result.analysis} over {profile}:")
+    for outcome in result.outcomes:
+        print(f"  {outcome.site}: {outcome.status.value} {'; '.join(outcome.reasons)}")
+    print(result.result)
+    return result
 
 
 def _write_yaml(path: Path, value: Any) -> None:

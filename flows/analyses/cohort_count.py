@@ -67,7 +67,7 @@ class CohortCount(CohortAnalysis):
 
 
 if __name__ == "__main__":  # pragma: no cover - the runnable example
-    from flows.examples import run_example
+    from flows.demo import run_example
 
     run_example(
         "cohort_count",

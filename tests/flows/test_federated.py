@@ -130,3 +130,23 @@ def test_results_are_published_as_prefect_artifacts(make_federation, prefect_ser
         )
     found = {a.key: a for a in artifacts if result.request_id in (a.description or "")}
     assert set(found) == {"cohort-count-result", "cohort-count-sites"}
+
+
+def test_the_literate_example_runs_as_a_module(tmp_path, prefect_server):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.analyses.cohort_count"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "cohort_count@1.0 over" in done.stdout and "479" in done.stdout
+    assert (tmp_path / ".fedflow" / "demo" / "federation.yaml").is_file()
