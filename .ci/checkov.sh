@@ -4,7 +4,7 @@
 # checkov pins many dependencies (boto3, packaging, cachetools, ...) that would downgrade the
 # project's, so it never goes into the project venv: on first use this script creates
 # .cache/checkov-venv (override with FEDFLOW_CHECKOV_VENV) and installs a pinned checkov there,
-# with uv when $PYTHON has it (the project's `infra` extra installs it: ~20 s instead of pip's
+# with uv when $PYTHON has it (the project's `infra` extra installs it: 5-10 s instead of pip's
 # ~2.5 min for checkov's ~90 dependencies), else with pip.
 #
 #   .ci/checkov.sh                  # scan every module and example; exit 1 on any failed check

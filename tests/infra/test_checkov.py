@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import TERRAFORM_DIRS, TERRAFORM_ROOT
+from tfparse import TERRAFORM_DIRS, TERRAFORM_ROOT
 
 SCRIPT = TERRAFORM_ROOT.parents[1] / ".ci" / "checkov.sh"
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import TerraformDir
+from tfparse import TerraformDir
 
 
 def script(tf: TerraformDir, local: str, config_dir: Path) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import SITE_MODULES, TerraformDir, parse_hcl
+from tfparse import SITE_MODULES, TerraformDir, parse_hcl
 
 # The shape of a site configuration, as the issue states it. `audience` is added: SiteConfig has
 # it (the federation's name, the token audience the site accepts) and a deployed site must set it.

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import MODULES, TERRAFORM_DIRS, TERRAFORM_ROOT, TerraformDir, parse_hcl
+from tfparse import MODULES, TERRAFORM_DIRS, TERRAFORM_ROOT, TerraformDir, parse_hcl
 
 TF_FILES = sorted(TERRAFORM_ROOT.rglob("*.tf"))
 # Free-form maps of tags/labels and on/off switches need no validation; everything else
