@@ -298,10 +298,54 @@ def test_audit_location_is_the_audit_bucket(site: TerraformDir) -> None:
         assert placeholder(resource) not in location, f"{location} names {resource}"
 
 
-def test_the_running_site_gets_the_same_config_as_the_output(site: TerraformDir) -> None:
-    # The output and the file the site container reads are the same expression.
-    uses = site.text.count("yamlencode(local.site_config)")
-    assert uses >= 2, "the deployment must hand the site the object the output renders"
+SITE_YAML = "${yamlencode(local.site_config)}"
+
+
+def serve_command(container: dict[str, Any] | list[Any]) -> list[str]:
+    command = container["command"]
+    assert command[:3] == ["fedflow", "site", "serve"], command
+    return list(command)
+
+
+def test_aws_site_task_reads_the_rendered_config(terraform: dict[str, TerraformDir]) -> None:
+    tf = terraform["modules/aws-site"]
+    # The config container writes FEDFLOW_CONFIG_FILES, whose site.yaml is the rendered object,
+    # into the volume the site container mounts and serves from.
+    assert '"site.yaml" = yamlencode(local.site_config)' in tf.locals["config_files"]
+    definitions = tf.resources["aws_ecs_task_definition.site"]["container_definitions"]
+    assert "value = jsonencode(local.config_files)" in definitions
+    assert (
+        'command = ["fedflow", "site", "serve", "--config", "${local.config_dir}/site.yaml"]'
+        in (definitions)
+    )
+    assert definitions.count('sourceVolume = "config", containerPath = local.config_dir') == 2
+
+
+def test_azure_site_app_reads_the_rendered_config(terraform: dict[str, TerraformDir]) -> None:
+    tf = terraform["modules/azure-site"]
+    app = tf.resources["azurerm_container_app.site"]
+    secrets = {s["name"]: s for s in app["secret"]}
+    assert secrets["${local.files.config}"]["value"] == SITE_YAML
+    container = app["template"][0]["container"][0]
+    command = serve_command(container)
+    assert command[3:] == ["--config", "${local.config_dir}/${local.files.config}"]
+    volumes = {v["name"]: v for v in app["template"][0]["volume"]}
+    mounts = {m["name"]: m["path"] for m in container["volume_mounts"]}
+    assert volumes["config"]["storage_type"] == "Secret"
+    assert mounts["config"] == "${local.config_dir}"
+
+
+def test_gcp_site_pod_reads_the_rendered_config(terraform: dict[str, TerraformDir]) -> None:
+    tf = terraform["modules/gcp-site"]
+    config_map = tf.resources["kubernetes_config_map_v1.site"]
+    assert '"site.yaml" = yamlencode(local.site_config)' in config_map["data"]
+    pod = tf.resources["kubernetes_deployment_v1.site"]["spec"][0]["template"][0]["spec"][0]
+    container = pod["container"][0]
+    assert serve_command(container)[3:] == ["--config", "${local.config_dir}/site.yaml"]
+    mounts = {m["name"]: m["mount_path"] for m in container["volume_mount"]}
+    volumes = {v["name"]: v for v in pod["volume"]}
+    assert mounts["config"] == "${local.config_dir}"
+    assert "kubernetes_config_map_v1.site" in volumes["config"]["config_map"][0]["name"]
 
 
 # --- the storage and identities the configuration points at ---------------------------------------
