@@ -301,7 +301,7 @@ def test_audit_location_is_the_audit_bucket(site: TerraformDir) -> None:
 SITE_YAML = "${yamlencode(local.site_config)}"
 
 
-def serve_command(container: dict[str, Any] | list[Any]) -> list[str]:
+def serve_command(container: dict[str, Any]) -> list[str]:
     command = container["command"]
     assert command[:3] == ["fedflow", "site", "serve"], command
     return list(command)
