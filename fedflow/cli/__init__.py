@@ -19,6 +19,7 @@ from fedflow.cli.audit import app as audit_app
 from fedflow.cli.demo import demo
 from fedflow.cli.identity import keys_app, token_app
 from fedflow.cli.run import analyses, run
+from harmonize.cli import app as harmonize_app
 
 __all__ = ["app", "main"]
 
@@ -34,6 +35,7 @@ app.command()(analyses)
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(token_app, name="token")
+app.add_typer(harmonize_app, name="harmonize")
 
 
 def main() -> None:
