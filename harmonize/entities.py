@@ -4,8 +4,9 @@ Conventions (ETL-Synthea and the FHIR-to-OMOP IG agree on them): gender M/male -
 F/female -> 8532, rows with another gender or no birth date are rejected; race white 8527,
 black 8516, asian 8515, native 8657, hawaiian 8557, else 0; ethnicity hispanic 38003563,
 nonhispanic 38003564, else 0; visit class ambulatory / wellness / outpatient -> 9202 (outpatient),
-emergency / urgentcare -> 9203 (ER), inpatient -> 9201; one visit per encounter; type concept
-32817 (EHR); an observation period spans each person's first to last recorded date.
+emergency / urgentcare -> 9203 (ER), inpatient stays -> 9201; encounters are grouped into visits
+as ETL-Synthea does (``harmonize.visits``); type concept 32817 (EHR); an observation period spans
+each person's first to last recorded date.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pyarrow.compute as pc
 
 from harmonize.conform import as_date, conform
 from harmonize.spec import CdmSpec
+from harmonize.visits import canonical_classes, group_encounters
 
 __all__ = [
     "EHR",
@@ -52,13 +54,17 @@ _VISIT = {
 
 @dataclass
 class Ids:
-    """Source keys in CDM id order (id = position + 1) for one entity."""
+    """Source keys and their CDM ids: ``ids[i]`` for ``keys[i]``, or ``i + 1`` without ids."""
 
     keys: pa.Array
+    ids: pa.Array | None = None
 
     def lookup(self, values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
         """CDM ids (int32) of ``values``; null where a key is unknown."""
-        return pc.add(index_of(values, self.keys), 1)
+        position = index_of(values, self.keys)
+        if self.ids is not None:
+            return pc.take(self.ids, position)
+        return pc.add(position, 1)
 
 
 def index_of(values: pa.Array | pa.ChunkedArray, keys: pa.Array) -> pa.Array | pa.ChunkedArray:
@@ -208,9 +214,13 @@ def build_providers(providers: pa.Table, sites: Ids, spec: CdmSpec) -> tuple[pa.
 
 
 def build_visits(
-    staged: pa.Table, persons: Ids, providers: Ids, sites: Ids, spec: CdmSpec
-) -> tuple[pa.Table, Ids, pa.Array, dict[str, int]]:
-    """``visit_occurrence``; returns the table, visit ids, provider id per visit, rejections."""
+    staged: pa.Table, persons: Ids, providers: Ids, sites: Ids, spec: CdmSpec, *, merge: bool = True
+) -> tuple[pa.Table, Ids, pa.Array, dict[str, int], int]:
+    """``visit_occurrence`` from encounters (grouped the ETL-Synthea way when ``merge``).
+
+    Returns the table, the visit id of each encounter key, the provider id per visit (in id
+    order), the rejections, and how many kept encounters have visit concept 0.
+    """
     person_id = persons.lookup(staged["person_key"])
     rejected = {
         "unknown_person": pc.sum(pc.is_null(person_id)).as_py() or 0,
@@ -222,32 +232,64 @@ def build_visits(
     keep = pc.and_(pc.is_valid(person_id), pc.is_valid(staged["start"]))
     t = staged.filter(keep).append_column("person_id", person_id.filter(keep))
     t = t.take(pc.sort_indices(t, sort_keys=[("person_id", "ascending"), ("start", "ascending")]))
-    n = t.num_rows
     end = pc.coalesce(t["end"], t["start"])
-    pid = t["person_id"].to_numpy()
+    start_us = pc.cast(t["start"], pa.int64()).to_numpy()
+    end_us = pc.cast(end, pa.int64()).to_numpy()
+    day = 86_400_000_000
+    classes = canonical_classes(t["visit_class"])
+    groups = group_encounters(
+        t["person_id"].to_numpy(),
+        start_us // day,
+        end_us // day,
+        start_us,
+        classes,
+        merge=merge,
+    )
+    n = len(groups.inpatient)
+    # the first encounter (in time) of each visit gives its person, class, provider and site
+    first = np.full(n, t.num_rows, dtype=np.int64)
+    np.minimum.at(first, groups.group, np.arange(t.num_rows))
+    last_end = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
+    np.maximum.at(last_end, groups.group, end_us)
+    head = t.take(pa.array(first))
+    stay = pc.if_else(pa.array(groups.er_start), "er+ip", "inpatient")
+    source_value = pc.if_else(pa.array(groups.inpatient), stay, pc.take(classes, pa.array(first)))
+    concept = map_values(source_value, _VISIT, lower=True, default=0)
+    concept = pc.if_else(pa.array(groups.inpatient), pa.scalar(9201, pa.int32()), concept)
+    visit_end = pa.array(np.maximum(last_end, start_us[first]), pa.int64()).cast(pa.timestamp("us"))
+    pid = head["person_id"].to_numpy()
+    order = np.lexsort((start_us[first], pid))
+    rank = np.empty(n, dtype=np.int32)
+    rank[order] = np.arange(1, n + 1, dtype=np.int32)
+    sorted_pid = pid[order]
     ids = np.arange(1, n + 1, dtype=np.int32)
-    preceding = np.where(np.r_[False, pid[1:] == pid[:-1]], ids - 1, 0)
-    provider_id = providers.lookup(t["provider_key"])
+    preceding = np.where(np.r_[False, sorted_pid[1:] == sorted_pid[:-1]], ids - 1, 0)
+    take = pa.array(order)
+    provider_id = pc.take(providers.lookup(head["provider_key"]), take)
     columns = {
         "visit_occurrence_id": pa.array(ids),
-        "person_id": t["person_id"],
-        "visit_concept_id": map_values(t["visit_class"], _VISIT, lower=True, default=0),
-        "visit_start_date": as_date(t["start"]),
-        "visit_start_datetime": t["start"],
-        "visit_end_date": as_date(end),
-        "visit_end_datetime": end,
+        "person_id": pa.array(sorted_pid),
+        "visit_concept_id": pc.take(concept, take),
+        "visit_start_date": as_date(pc.take(head["start"], take)),
+        "visit_start_datetime": pc.take(head["start"], take),
+        "visit_end_date": as_date(pc.take(visit_end, take)),
+        "visit_end_datetime": pc.take(visit_end, take),
         "visit_type_concept_id": pa.repeat(pa.scalar(EHR, pa.int32()), n),
         "provider_id": provider_id,
-        "care_site_id": sites.lookup(t["care_site_key"]),
-        "visit_source_value": t["visit_class"],
+        "care_site_id": pc.take(sites.lookup(head["care_site_key"]), take),
+        "visit_source_value": pc.take(source_value, take),
         "visit_source_concept_id": pa.repeat(pa.scalar(0, pa.int32()), n),
         "preceding_visit_occurrence_id": pa.array(preceding, mask=preceding == 0),
     }
-    visit = conform("visit_occurrence", columns, spec, num_rows=n)
+    visit = conform("visit_occurrence", columns, spec, num_rows=n, presorted=True)
     provider_array = pc.cast(provider_id, pa.int32())
     if isinstance(provider_array, pa.ChunkedArray):
         provider_array = provider_array.combine_chunks()
-    return visit, Ids(t["visit_key"].combine_chunks()), provider_array, rejected
+    encounter_visit = pa.array(rank[groups.group])
+    zero_concept = pc.take(pc.equal(concept, 0), pa.array(groups.group))
+    concept_0 = pc.sum(zero_concept).as_py() or 0
+    ids_of = Ids(t["visit_key"].combine_chunks(), encounter_visit)
+    return visit, ids_of, provider_array, rejected, concept_0
 
 
 def _chunks(values: pa.Array | pa.ChunkedArray) -> list[pa.Array]:

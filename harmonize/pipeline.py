@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from rich.progress import Progress
 
@@ -65,8 +64,13 @@ def build_cdm(
     vocab: VocabularyStore,
     spec: CdmSpec,
     step: Callable[[str], None] = lambda _: None,
+    *,
+    merge_visits: bool = True,
 ) -> tuple[dict[str, pa.Table], list[SourceAccount], HarmonizeReport]:
-    """All CDM tables of ``staged``, with the accounting of every source row."""
+    """All CDM tables of ``staged``, with the accounting of every source row.
+
+    ``merge_visits`` groups encounters into visits the ETL-Synthea way (else one per encounter).
+    """
     names = staged.names
     step("location")
     locations, location_ids = build_locations(staged.persons, staged.care_sites, spec)
@@ -77,8 +81,8 @@ def build_cdm(
     person, person_ids, person_rejected = build_persons(staged.persons, location_ids, spec)
     death = build_death(staged.persons, person_ids, spec)
     step("visit_occurrence")
-    visit, visit_ids, visit_providers, visit_rejected = build_visits(
-        staged.visits, person_ids, provider_ids, site_ids, spec
+    visit, visit_ids, visit_providers, visit_rejected, visit_zero = build_visits(
+        staged.visits, person_ids, provider_ids, site_ids, spec, merge=merge_visits
     )
     step("clinical events")
     events = build_events(staged.iter_events(), person_ids, visit_ids, visit_providers, vocab, spec)
@@ -102,7 +106,7 @@ def build_cdm(
         "care_site": care_site,
         "provider": provider,
     }
-    visit_zero = pc.sum(pc.equal(visit["visit_concept_id"], 0)).as_py() or 0
+    kept_visits = staged.visits.num_rows - sum(visit_rejected.values())
     accounts = [
         SourceAccount(
             source_table=names["persons"],
@@ -113,7 +117,7 @@ def build_cdm(
         SourceAccount(
             source_table=names["visits"],
             read=staged.visits.num_rows,
-            written=visit.num_rows - visit_zero,
+            written=kept_visits - visit_zero,
             concept_0=visit_zero,
             rejected={k: v for k, v in visit_rejected.items() if v},
         ),
@@ -235,7 +239,7 @@ def harmonize_staged(
         vocab = open_store(settings, spec)
         step("read source")
         staged = stage()
-        tables, _, report = build_cdm(staged, vocab, spec, step)
+        tables, _, report = build_cdm(staged, vocab, spec, step, merge_visits=settings.merge_visits)
         step("write")
         report.source, report.kind = source, kind
         tables["cdm_source"] = cdm_source(source, kind, vocab, spec)

@@ -37,3 +37,7 @@ class HarmonizeSettings(BaseSettings):
         ]
     )
     vocab_store: Path = Field(default=Path(".fedflow") / "vocabulary")
+    merge_visits: bool = Field(
+        default=True,
+        description="group encounters into visits as ETL-Synthea does (False: one per encounter)",
+    )

@@ -40,13 +40,27 @@ def test_people_deaths_and_visits(synthea_cdm: Cdm) -> None:
     assert genders == {8507: 14, 8532: 13}
     assert _table(folder, "death").num_rows == 2
     assert _table(folder, "observation_period").num_rows == 27
-    assert report.cdm_rows["visit_occurrence"] == 604
     visit = _table(folder, "visit_occurrence")
+    # ETL-Synthea grouping: multi-day encounters become inpatient stays, so fewer visits
+    # than the 604 encounters, and at least the 11 inpatient encounters' stays
+    assert 0 < visit.num_rows < 604
+    concepts = {d["values"] for d in pc.value_counts(visit["visit_concept_id"]).to_pylist()}
+    assert concepts == {9201, 9202, 9203}
+    assert report.cdm_rows["visit_occurrence"] == visit.num_rows
+
+
+def test_one_visit_per_encounter_when_merging_is_off(
+    shared_data: Path, settings: HarmonizeSettings, store: VocabularyStore, tmp_path: Path
+) -> None:
+    plain = settings.model_copy(update={"merge_visits": False})
+    report = harmonize_synthea(shared_data / "synthea_csv_v3_27pat", tmp_path, settings=plain)
+    visit = _table(tmp_path, "visit_occurrence")
     counts = {
         d["values"]: d["counts"] for d in pc.value_counts(visit["visit_concept_id"]).to_pylist()
     }
     # wellness 348 + ambulatory 174 + outpatient 52 / emergency 17 + urgentcare 2 / inpatient 11
     assert counts == {9202: 574, 9203: 19, 9201: 11}
+    assert report.balanced()
 
 
 def test_every_source_row_is_accounted_for(synthea_cdm: Cdm) -> None:
