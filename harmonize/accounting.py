@@ -44,9 +44,9 @@ class UnmappedCodeCount(BaseModel):
 class TableCoverage(BaseModel):
     """Mapping coverage of the coded rows of one CDM table.
 
-    ``local_code_rows`` are unmapped rows whose code is not a concept of its vocabulary at all
-    (site-local or generator-specific codes, e.g. Synthea's ``QALY``): the input of the
-    AI-assisted mapping suggestions.
+    ``local_code_rows`` are unmapped rows whose code is no concept of its vocabulary in the
+    store: site-local or generator-specific codes (e.g. Synthea's ``QALY``), or real codes the
+    vocabulary subset lacks. They are the input of the AI-assisted mapping suggestions.
     """
 
     table: str

@@ -84,7 +84,8 @@ def _print_report(report: HarmonizeReport, dq: DqReport) -> None:
         f"coverage {report.mapping_coverage:.1%} of coded rows "
         f"({report.vocabulary_code_coverage:.1%} of rows with vocabulary codes); "
         f"accounting {'balanced' if report.balanced() else 'UNBALANCED'}; "
-        f"DQ {'passed' if dq.passed else 'FAILED'} {dq.summary()}; {report.seconds:.1f} s"
+        f"DQ {'passed' if dq.passed else 'FAILED'} ({len(dq.results)} checks, "
+        f"{len(dq.failures())} failed); {report.seconds:.1f} s"
     )
 
 
