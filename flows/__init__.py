@@ -11,15 +11,47 @@ Run one::
         result = run_analysis("cohort_count", {...}, federation=federation)
         result.result       # a polars DataFrame
         result.outcomes     # what each site did
+
+Names are imported on first use, so a site that loads an analysis from ``flows.analyses``
+never imports Prefect or any other orchestration code.
 """
 
-from fedflow.core import Analysis, OutputKind, Params, TableColumns, frequency, summary
-from fedflow.core.registry import default_registry, register
-from flows.errors import FlowError, ProfileInvalid, QuorumNotMet
-from flows.federated import federated_analysis, run_analysis
-from flows.federation import Federation, FederationSession, connect
-from flows.outcomes import FederatedResult, SiteOutcome, SiteStatus
-from flows.server import prefect_api
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fedflow.core import Analysis, OutputKind, Params, TableColumns, frequency, summary
+    from fedflow.core.registry import default_registry, register
+    from flows.errors import FlowError, ProfileInvalid, QuorumNotMet
+    from flows.federated import federated_analysis, run_analysis
+    from flows.federation import Federation, FederationSession, connect
+    from flows.outcomes import FederatedResult, SiteOutcome, SiteStatus
+    from flows.server import prefect_api
+
+_EXPORTS = {
+    "Analysis": "fedflow.core",
+    "OutputKind": "fedflow.core",
+    "Params": "fedflow.core",
+    "TableColumns": "fedflow.core",
+    "frequency": "fedflow.core",
+    "summary": "fedflow.core",
+    "default_registry": "fedflow.core.registry",
+    "register": "fedflow.core.registry",
+    "FlowError": "flows.errors",
+    "ProfileInvalid": "flows.errors",
+    "QuorumNotMet": "flows.errors",
+    "federated_analysis": "flows.federated",
+    "run_analysis": "flows.federated",
+    "Federation": "flows.federation",
+    "FederationSession": "flows.federation",
+    "connect": "flows.federation",
+    "FederatedResult": "flows.outcomes",
+    "SiteOutcome": "flows.outcomes",
+    "SiteStatus": "flows.outcomes",
+    "prefect_api": "flows.server",
+}
 
 __all__ = [
     "Analysis",
@@ -43,3 +75,13 @@ __all__ = [
     "run_analysis",
     "summary",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flows' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    # Cache it, so the next lookup is an ordinary attribute.
+    globals()[name] = value
+    return value

@@ -46,3 +46,47 @@ def test_site_cluster_listens_on_loopback_only() -> None:
         assert listening and all(ip in ("127.0.0.1", "::1") for ip in listening)
     finally:
         cluster.close()
+
+
+def test_a_site_can_use_an_existing_multi_process_scheduler(tmp_path: Path, eunomia) -> None:  # type: ignore[no-untyped-def]
+    """The site config's scheduler_address: work runs in separate worker processes."""
+    from distributed import LocalCluster
+
+    write_dataset(eunomia, tmp_path / "omop")
+    dataset = Dataset("omop", open_location(str(tmp_path / "omop")))
+    analysis = default_registry().get("cohort_count")
+    params = analysis.parse_params({"domain": "condition", "concept_ids": [192671]})
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as existing:
+        remote = SiteCluster(
+            DaskConfig(scheduler_address=existing.scheduler_address), name="remote"
+        )
+        try:
+            assert remote.address == existing.scheduler_address
+            assert remote.threads == 2
+            partial = remote.run(analysis, params, dataset, analysis.tables(params))
+        finally:
+            remote.close()
+    local = SiteCluster(DaskConfig(), name="local")
+    try:
+        assert partial.equals(local.run(analysis, params, dataset, analysis.tables(params)))
+    finally:
+        local.close()
+
+
+def test_loading_the_analysis_library_imports_no_orchestration_code() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from fedflow.core.registry import default_registry\n"
+        "list(default_registry())\n"
+        "import executors.node\n"
+        "names = ('prefect', 'flows.federated', 'flows.federation')\n"
+        "bad = [m for m in names if m in sys.modules]\n"
+        "print(bad)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
