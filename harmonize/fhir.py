@@ -18,10 +18,12 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
@@ -259,18 +261,80 @@ def _event(kind: str, r: Any, row: int) -> list[dict[str, Any]]:
     return rows
 
 
+@dataclass
+class _Parsed:
+    """What one bundle file yields, merged by :func:`read_fhir`."""
+
+    persons: list[dict[str, Any]] = field(default_factory=list)
+    visits: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    providers: list[dict[str, Any]] = field(default_factory=list)
+    sites: list[dict[str, Any]] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    issues: list[dict[str, str]] = field(default_factory=list)
+
+
+def _practitioner(r: Any) -> dict[str, Any]:
+    name = (r.name or [None])[0]
+    full = " ".join([*(name.given or []), name.family or ""]).strip() if name else None
+    return {"provider_key": r.id, "name": full, "gender": r.gender}
+
+
+def _organization(r: Any) -> dict[str, Any]:
+    address = (r.address or [None])[0]
+    return {
+        "care_site_key": r.id,
+        "name": r.name,
+        "address_1": (address.line or [None])[0] if address else None,
+        "city": address.city if address else None,
+        "state": address.state if address else None,
+        "zip": address.postalCode if address else None,
+    }
+
+
+def _read_bundle(file: Path) -> _Parsed:
+    out = _Parsed()
+    for resource in iter_resources(file):
+        kind = str(resource.get("resourceType"))
+        row = out.rows.get(kind, 0)
+        out.rows[kind] = row + 1
+        if kind not in _EVENTS and kind not in _ENTITIES:
+            out.rejected.append((kind, "out_of_scope"))
+            continue
+        try:
+            r = _validate(resource)
+        except MalformedResource as exc:
+            out.rejected.append((kind, "malformed_resource"))
+            out.issues.append({"resource": f"{kind}/{exc.resource_id}", "reason": str(exc.reason)})
+            log.warning("skipped %s", exc)
+            continue
+        if kind == "Patient":
+            out.persons.append(_person(r, row))
+        elif kind == "Encounter":
+            out.visits.append(_visit(r, row))
+        elif kind == "Practitioner":
+            out.providers.append(_practitioner(r))
+        elif kind == "Organization":
+            out.sites.append(_organization(r))
+        else:
+            out.events.extend(_event(kind, r, row))
+    return out
+
+
 def read_fhir(path: Path) -> StagedSource:
     """Stage every bundle under ``path``; malformed resources are reported and skipped."""
-    persons: list[dict[str, Any]] = []
-    visits: list[dict[str, Any]] = []
-    events: list[dict[str, Any]] = []
-    providers: list[dict[str, Any]] = []
-    sites: list[dict[str, Any]] = []
-    rows: dict[str, int] = {}
+    parsed = [_read_bundle(f) for f in _bundles(path)]
     staged = StagedSource(
-        persons=PERSON_SCHEMA.empty_table(),
-        visits=VISIT_SCHEMA.empty_table(),
-        events=EVENT_SCHEMA.empty_table(),
+        persons=pa.Table.from_pylist([x for p in parsed for x in p.persons], schema=PERSON_SCHEMA),
+        visits=pa.Table.from_pylist([x for p in parsed for x in p.visits], schema=VISIT_SCHEMA),
+        events=pa.Table.from_pylist([x for p in parsed for x in p.events], schema=EVENT_SCHEMA),
+        providers=pa.Table.from_pylist(
+            [x for p in parsed for x in p.providers], schema=PROVIDER_SCHEMA
+        ),
+        care_sites=pa.Table.from_pylist(
+            [x for p in parsed for x in p.sites], schema=CARE_SITE_SCHEMA
+        ),
         names={
             "persons": "Patient",
             "visits": "Encounter",
@@ -278,58 +342,15 @@ def read_fhir(path: Path) -> StagedSource:
             "care_sites": "Organization",
         },
     )
-    for resource in iter_resources(path):
-        kind = str(resource.get("resourceType"))
-        row = rows.get(kind, 0)
-        rows[kind] = row + 1
-        if kind not in _EVENTS and kind not in _ENTITIES:
-            staged.reject(kind, "out_of_scope")
-            continue
-        try:
-            r = _validate(resource)
-        except MalformedResource as exc:
-            staged.reject(kind, "malformed_resource")
-            staged.issues.append(
-                {"resource": f"{kind}/{exc.resource_id}", "reason": str(exc.reason)}
-            )
-            log.warning("skipped %s", exc)
-            continue
-        if kind == "Patient":
-            persons.append(_person(r, row))
-        elif kind == "Encounter":
-            visits.append(_visit(r, row))
-        elif kind == "Practitioner":
-            name = (r.name or [None])[0]
-            providers.append(
-                {
-                    "provider_key": r.id,
-                    "name": " ".join([*(name.given or []), name.family or ""]).strip()
-                    if name
-                    else None,
-                    "gender": r.gender,
-                }
-            )
-        elif kind == "Organization":
-            address = (r.address or [None])[0]
-            sites.append(
-                {
-                    "care_site_key": r.id,
-                    "name": r.name,
-                    "address_1": (address.line or [None])[0] if address else None,
-                    "city": address.city if address else None,
-                    "state": address.state if address else None,
-                    "zip": address.postalCode if address else None,
-                }
-            )
-        else:
-            events.extend(_event(kind, r, row))
-    component_rows = sum(1 for e in events if e["source_table"] == "Observation.component")
-    staged.persons = pa.Table.from_pylist(persons, schema=PERSON_SCHEMA)
-    staged.visits = pa.Table.from_pylist(visits, schema=VISIT_SCHEMA)
-    staged.events = pa.Table.from_pylist(events, schema=EVENT_SCHEMA)
-    staged.providers = pa.Table.from_pylist(providers, schema=PROVIDER_SCHEMA)
-    staged.care_sites = pa.Table.from_pylist(sites, schema=CARE_SITE_SCHEMA)
-    staged.source_rows = {**rows, "Observation.component": component_rows}
+    rows: dict[str, int] = {}
+    for p in parsed:
+        for kind, count in p.rows.items():
+            rows[kind] = rows.get(kind, 0) + count
+        for kind, reason in p.rejected:
+            staged.reject(kind, reason)
+        staged.issues.extend(p.issues)
+    components = pc.sum(pc.equal(staged.events["source_table"], "Observation.component")).as_py()
+    staged.source_rows = {**rows, "Observation.component": components or 0}
     for kind in (*_EVENTS, *_ENTITIES):
         staged.source_rows.setdefault(kind, 0)
     return staged
