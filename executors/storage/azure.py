@@ -57,13 +57,8 @@ def blob_service_client(account_host: str | None = None) -> BlobServiceClient:
         )
     credential: Any = env.get("AZURE_STORAGE_KEY") or env.get("AZURE_STORAGE_SAS_TOKEN")
     if not credential:
-        try:
-            from azure.identity import DefaultAzureCredential
-        except ImportError as exc:
-            raise StorageAccessDenied(
-                f"no credential for {url}: set AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN, "
-                "or install azure-identity (pip install 'fedflow[cloud]')"
-            ) from exc
+        from azure.identity import DefaultAzureCredential
+
         credential = DefaultAzureCredential()
     return BlobServiceClient(url, credential=credential, retry_total=2)
 
