@@ -58,7 +58,7 @@ def main() -> None:
     for bundle in sorted(source.glob("*.json")):
         text = bundle.read_text()
         for copy in range(args.copies):
-            renamed = _UUID.sub(lambda m, c=copy: f"{m.group(1)}{c:05d}", text)
+            renamed = _UUID.sub(rf"\g<1>{copy:05d}", text)
             (bundles / f"{bundle.stem}-{copy:05d}.json").write_text(renamed)
     child = subprocess.run(
         [sys.executable, "-c", _CHILD, str(bundles), str(args.work / "omop_fhir"), str(store)],
