@@ -18,10 +18,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fedflow.core import ConfigError
+from fedflow.core.configfile import describe_problems, read_yaml_mapping
 
 __all__ = [
     "AuditConfig",
@@ -101,14 +101,7 @@ class SiteConfig(_Config):
     @classmethod
     def load(cls, path: Path) -> SiteConfig:
         """Read a site file, resolving relative paths against its folder."""
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read site config {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(
-                f"site config {path} is not valid YAML ({type(exc).__name__})"
-            ) from None
+        raw = read_yaml_mapping(path, error=ConfigError, what="site config")
         return cls.parse(raw, base=path.parent, source=str(path))
 
     @classmethod
@@ -119,11 +112,7 @@ class SiteConfig(_Config):
         try:
             config = cls.model_validate(raw)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
-                for e in exc.errors(include_input=False, include_url=False)
-            )
-            raise ConfigError(f"{source} is invalid: {problems}") from None
+            raise ConfigError(f"{source} is invalid: {describe_problems(exc)}") from None
         return config._resolved(base)
 
     def _resolved(self, base: Path) -> SiteConfig:

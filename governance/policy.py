@@ -30,10 +30,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fedflow.core import Analysis, TableColumns, digest_json
+from fedflow.core.configfile import describe_problems, read_yaml_mapping
 from fedflow.core.messages import Decision, Request, Verdict
 from governance.errors import PolicyInvalid
 from governance.identity import Identity
@@ -82,15 +82,9 @@ class SitePolicy(_Rule):
     @classmethod
     def load(cls, path: Path) -> SitePolicy:
         """Read and validate a policy file; errors name the file and the fields at fault."""
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise PolicyInvalid(f"cannot read policy file {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise PolicyInvalid(
-                f"policy file {path} is not valid YAML ({type(exc).__name__})"
-            ) from None
-        return cls.parse(raw, source=str(path))
+        return cls.parse(
+            read_yaml_mapping(path, error=PolicyInvalid, what="policy file"), source=str(path)
+        )
 
     @classmethod
     def parse(cls, raw: Any, *, source: str = "policy") -> SitePolicy:
@@ -100,11 +94,7 @@ class SitePolicy(_Rule):
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
-                for e in exc.errors(include_input=False, include_url=False)
-            )
-            raise PolicyInvalid(f"{source} is invalid: {problems}") from None
+            raise PolicyInvalid(f"{source} is invalid: {describe_problems(exc)}") from None
 
     @property
     def digest(self) -> str:
