@@ -3,34 +3,47 @@
 ``check`` is the pre-gate: token, analysis, parameters, dataset and columns against the
 site's policy. ``submit`` checks again (so an orchestrator cannot skip the gate) and runs the
 analysis on the site's Dask cluster into quarantine. ``release`` passes the quarantined partial
-through the airlock. Every step, allowed or not, lands in the site's audit log; errors and
-audit entries name what was wrong, never row-level values.
+through the airlock and signs a receipt over the release's lineage. Every step, allowed or
+not, lands in the site's audit log; errors and audit entries name what was wrong, never
+row-level values.
+
+A request is refused if it is stale or its nonce was already used for the same step (see
+:mod:`executors.replay`). Jobs survive a restart: quarantined and released jobs are read back
+from the quarantine folder; a job that was still running when the process died is marked
+failed ("interrupted"), never silently lost.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
 
 from executors.catalogue import Catalogue, Dataset
 from executors.cluster import SiteCluster
 from executors.config import SiteConfig
-from executors.errors import RequestRefused, SiteError
+from executors.errors import RequestRefused, SiteError, SiteUnavailable
 from executors.quarantine import Job, Quarantine
+from executors.replay import DEFAULT_MAX_AGE, ReplayGuard
 from fedflow.core import (
     Analysis,
     FedflowError,
     TableColumns,
     digest_json,
     frequency,
+    from_ipc,
     summary,
     to_ipc,
 )
-from fedflow.core.analysis import OutputKind
+from fedflow.core.analysis import AnalysisRef, OutputKind
 from fedflow.core.digest import digest_bytes
 from fedflow.core.messages import (
     Decision,
@@ -48,6 +61,7 @@ from governance.audit import AuditLog
 from governance.errors import TokenRejected
 from governance.identity import TrustedIssuer, verify_token
 from governance.policy import SitePolicy
+from governance.receipts import ReceiptKey
 
 __all__ = ["SiteNode"]
 
@@ -70,7 +84,13 @@ class _Plan:
 class SiteNode:
     """A data custodian's node. Use as a context manager, or call :meth:`close`."""
 
-    def __init__(self, config: SiteConfig, *, registry: AnalysisRegistry | None = None) -> None:
+    def __init__(
+        self,
+        config: SiteConfig,
+        *,
+        registry: AnalysisRegistry | None = None,
+        max_request_age: timedelta = DEFAULT_MAX_AGE,
+    ) -> None:
         self.config = config
         self.name = config.site
         self.policy = SitePolicy.load(config.policy)
@@ -82,9 +102,15 @@ class SiteNode:
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.audit = AuditLog(config.state_dir / "audit.db", site=self.name)
         self.quarantine = Quarantine(config.state_dir / "quarantine")
+        self.receipt_key = ReceiptKey.load_or_create(config.state_dir / "receipt.key.pem")
+        self.replay = ReplayGuard(config.state_dir / "nonces.db", max_age=max_request_age)
+        restored, interrupted = _restore(self.quarantine, config.state_dir / "quarantine")
         self.cluster = SiteCluster(config.dask, name=self.name)
         self._runner = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{self.name}-job")
         self._done: dict[str, threading.Event] = {}
+        self._stopping = False
+        for job in interrupted:
+            self._audit(job.request, "job.failed", job_id=job.job_id, error="interrupted")
         self.audit.append(
             "site.started",
             actor=self.name,
@@ -93,6 +119,9 @@ class SiteNode:
                 "policy_version": self.policy.version,
                 "datasets": self.catalogue.snapshots(),
                 "scheduler": self.cluster.address,
+                "receipt_key": self.receipt_key.key_id,
+                "jobs_restored": restored,
+                "jobs_interrupted": len(interrupted),
             },
         )
 
@@ -107,7 +136,12 @@ class SiteNode:
             policy_digest=self.policy.digest,
             scheduler=self.cluster.address,
             audit_head=self.audit.head(),
+            receipt_key=self.receipt_key.public_pem.decode(),
         )
+
+    def running_jobs(self) -> int:
+        """How many jobs are running now."""
+        return sum(1 for event in self._done.values() if not event.is_set())
 
     def check(self, request: Request) -> Decision:
         """The pre-gate: decide on ``request`` and audit the decision."""
@@ -115,6 +149,10 @@ class SiteNode:
 
     def submit(self, request: Request) -> str:
         """Re-check ``request`` and start it on the site's cluster; return the job id."""
+        if self._stopping:
+            raise SiteUnavailable(
+                "the site is shutting down", site=self.name, request_id=request.request_id
+            )
         plan = self._plan(request, step="submit")
         if plan.analysis is None or plan.dataset is None:
             raise RequestRefused(
@@ -191,6 +229,8 @@ class SiteNode:
             partial=payload,
             digests=digests,
         )
+        receipt = self.receipt_key.sign(release)
+        release = release.model_copy(update={"receipt": receipt})
         refused = release.outcome is ReleaseOutcome.REFUSED
         self.quarantine.update(
             job_id, state=JobState.REFUSED if refused else JobState.RELEASED, release=release
@@ -203,13 +243,18 @@ class SiteNode:
             suppressed_cells=release.suppressed_cells,
             reasons=list(release.reasons),
             digests=digests,
+            receipt={"key_id": receipt.key_id, "issued_at": receipt.issued_at.isoformat()},
         )
         return release
 
     def close(self) -> None:
+        """Stop taking jobs, let running jobs finish into quarantine, then stop (audited)."""
+        self._stopping = True
+        running = self.running_jobs()
         self._runner.shutdown(wait=True)
         self.cluster.close()
-        self.audit.append("site.stopped", actor=self.name)
+        self.replay.close()
+        self.audit.append("site.stopped", actor=self.name, details={"jobs_finished": running})
         self.audit.close()
 
     def __enter__(self) -> SiteNode:
@@ -230,6 +275,25 @@ class SiteNode:
             dataset=request.dataset,
             request_digest=request.digest(),
         )
+        stale = self.replay.refusal(request, step)
+        if stale is not None:
+            self._audit(request, "request.replayed", step=step, reason=stale)
+            decision = Decision(
+                site=self.name,
+                request_id=request.request_id,
+                verdict=Verdict.DENY,
+                reasons=(stale,),
+                policy_digest=self.policy.digest,
+            )
+            self._audit(
+                request,
+                "gate.denied",
+                step=step,
+                verdict=decision.verdict.value,
+                reasons=list(decision.reasons),
+                policy_digest=decision.policy_digest,
+            )
+            return _Plan(decision)
         try:
             plan = self._decide(request)
         except FedflowError as exc:
@@ -310,3 +374,38 @@ class SiteNode:
         self.audit.append(
             event, actor=actor or "orchestrator", request_id=request.request_id, details=details
         )
+
+
+def _restore(quarantine: Quarantine, directory: Path) -> tuple[int, list[Job]]:
+    """Read back the jobs a previous run left; mark those it left running as interrupted."""
+    restored, interrupted = 0, []
+    for meta_path in sorted(directory.glob("*.json")):
+        try:
+            meta = json.loads(meta_path.read_bytes())
+            arrow = meta_path.with_suffix(".arrow")
+            partial: pa.Table | None = from_ipc(arrow.read_bytes()) if arrow.exists() else None
+            job = Job(
+                job_id=meta["job_id"],
+                request=Request.model_validate(meta["request"]),
+                decision=Decision.model_validate(meta["decision"]),
+                analysis=AnalysisRef.model_validate(meta["analysis"]),
+                output=OutputKind(meta["output"]),
+                dataset_digest=meta["dataset_digest"],
+                state=JobState(meta["state"]),
+                error=meta["error"],
+                partial=partial,
+                release=None
+                if meta["release"] is None
+                else Release.model_validate(meta["release"]),
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("cannot restore job file %s: %s", meta_path.name, type(exc).__name__)
+            continue
+        if job.state is JobState.RUNNING or (
+            job.state is JobState.QUARANTINED and job.partial is None
+        ):
+            job = replace(job, state=JobState.FAILED, error="interrupted")
+            interrupted.append(job)
+        quarantine.put(job)
+        restored += 1
+    return restored, interrupted

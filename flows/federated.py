@@ -133,8 +133,9 @@ def _federated_step(
     for site, run_future in runs.items():
         job_id = _result(run_future, site, "run", outcomes)
         if job_id is not None:
-            releases[site] = steps.gate_after.submit(site, transports[site], job_id)
+            releases[site] = steps.gate_after.submit(site, transports[site], job_id, request)
     partials = []
+    receipts: dict[str, dict[str, Any]] = {}
     for site, release_future in releases.items():
         release = _result(release_future, site, "gate_after", outcomes)
         if release is None:
@@ -153,6 +154,8 @@ def _federated_step(
             release.job_id,
             release.digests,
         )
+        if release.receipt is not None:
+            receipts[site] = release.receipt.model_dump(mode="json")
         table = release.table()
         if table is not None:
             partials.append(table)
@@ -163,7 +166,11 @@ def _federated_step(
             "site.outcome",
             actor=outcome.site,
             request_id=request.request_id,
-            details={**outcome.row(), "digests": outcome.digests},
+            details={
+                **outcome.row(),
+                "digests": outcome.digests,
+                "receipt": receipts.get(outcome.site),
+            },
         )
     _publish_outcomes(name, request.request_id, ordered)
 

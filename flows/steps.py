@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from executors import AnalysisFailed, SiteTransport, SiteUnavailable
 from fedflow.core.messages import Decision, JobState, Release, Request
+from governance.receipts import verify_release
 
 __all__ = ["gate_after", "gate_before", "run"]
 
@@ -46,9 +47,16 @@ def run(
 
 
 @task(name="gate_after", task_run_name="gate_after-{site}", cache_policy=NO_CACHE)
-def gate_after(site: str, transport: SiteTransport, job_id: str) -> Release:
-    """Ask the site's airlock to check the quarantined partial and release it."""
+def gate_after(
+    site: str, transport: SiteTransport, job_id: str, request: Request | None = None
+) -> Release:
+    """Ask the site's airlock to release the partial; refuse it unless its receipt verifies.
+
+    The receipt must be signed by the site's pinned key, sign the digests the release carries,
+    match the payload's bytes and, when ``request`` is given, name that request.
+    """
     release = transport.release(job_id)
+    verify_release(release, transport.receipt_key, site=site, request=request)
     get_run_logger().info(
         "%s: %s, %d cell(s) suppressed", site, release.outcome.value, release.suppressed_cells
     )

@@ -17,12 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fedflow.core.analysis import AnalysisRef
 from fedflow.core.arrowio import from_ipc
-from fedflow.core.digest import digest_json
+from fedflow.core.digest import canonical_json, digest_json
 
 __all__ = [
     "Decision",
     "JobState",
     "JobStatus",
+    "Receipt",
     "Release",
     "ReleaseOutcome",
     "Request",
@@ -113,6 +114,28 @@ class ReleaseOutcome(StrEnum):
     REFUSED = "refused"
 
 
+class Receipt(_Message):
+    """What a site signs when its airlock decides: the digests of a release's whole lineage.
+
+    ``digests`` holds the digests of the request, the decision, the site policy, the dataset
+    snapshot, the analysis code and the released result (empty when refused). ``signature``
+    is the site's Ed25519 signature over :meth:`body`; ``key_id`` names the signing key.
+    """
+
+    site: str
+    request_id: str
+    job_id: str
+    outcome: ReleaseOutcome
+    digests: dict[str, str]
+    issued_at: datetime
+    key_id: str
+    signature: bytes = Field(default=b"", repr=False)
+
+    def body(self) -> bytes:
+        """The signed bytes: canonical JSON of every field but the signature."""
+        return canonical_json(self.model_dump(mode="json", exclude={"signature"}))
+
+
 class Release(_Message):
     """A partial that left the airlock (or its refusal), with the digests of its lineage."""
 
@@ -124,6 +147,7 @@ class Release(_Message):
     reasons: tuple[str, ...] = ()
     partial: bytes | None = Field(default=None, repr=False)
     digests: dict[str, str] = Field(default_factory=dict)
+    receipt: Receipt | None = None
 
     def table(self) -> pa.Table | None:
         """The released partial, or None when refused."""
@@ -140,3 +164,5 @@ class SiteInfo(_Message):
     policy_digest: str
     scheduler: str
     audit_head: tuple[int, str]
+    receipt_key: str | None = None
+    """The site's receipt-signing public key (PEM); orchestrators pin it from their profile."""

@@ -1,0 +1,72 @@
+"""Replay protection: a request's nonce may be used once per step, and only while it is fresh.
+
+A request carries a random ``nonce`` and its ``created_at`` time. The site refuses a request
+older than ``max_age`` (or dated more than ``max_skew`` in the future), and one whose nonce it
+has already seen for the same step (``check`` and ``submit`` are separate steps, so the same
+request may be checked and then submitted once each). Seen nonces are kept in SQLite in the
+site's state folder, so a restart does not reopen the window; nonces older than ``max_age``
+are pruned, as a request that old is refused anyway.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from fedflow.core.messages import Request
+
+__all__ = ["DEFAULT_MAX_AGE", "ReplayGuard"]
+
+DEFAULT_MAX_AGE = timedelta(minutes=15)
+DEFAULT_MAX_SKEW = timedelta(minutes=2)
+
+
+class ReplayGuard:
+    """Remembers (step, nonce) pairs for ``max_age``; says why a request is stale or replayed."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_age: timedelta = DEFAULT_MAX_AGE,
+        max_skew: timedelta = DEFAULT_MAX_SKEW,
+    ) -> None:
+        self.max_age = max_age
+        self.max_skew = max_skew
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS nonces (step TEXT NOT NULL, nonce TEXT NOT NULL, "
+            "seen REAL NOT NULL, PRIMARY KEY (step, nonce))"
+        )
+
+    def refusal(self, request: Request, step: str, *, now: datetime | None = None) -> str | None:
+        """Why ``request`` must be refused at ``step`` (and record its nonce), or None."""
+        moment = now or datetime.now(UTC)
+        created = request.created_at
+        if created.tzinfo is None:
+            created = created.replace(tzinfo=UTC)
+        if created < moment - self.max_age:
+            return f"the request is older than {int(self.max_age.total_seconds())} s"
+        if created > moment + self.max_skew:
+            return "the request is dated in the future"
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM nonces WHERE seen < ?",
+                ((moment - self.max_age - self.max_skew).timestamp(),),
+            )
+            try:
+                self._db.execute(
+                    "INSERT INTO nonces (step, nonce, seen) VALUES (?, ?, ?)",
+                    (step, request.nonce, created.timestamp()),
+                )
+            except sqlite3.IntegrityError:
+                return f"replayed request: its nonce was already used for {step}"
+        return None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
