@@ -21,9 +21,11 @@ import pyarrow.compute as pc
 import yaml
 
 from executors.importer import read_duckdb, read_omop_csv, write_dataset
+from executors.pki import init_ca, issue
 from fedflow.core.registry import default_registry
 from flows.outcomes import FederatedResult
 from governance.identity import IssuerKey, issue_token
+from governance.receipts import ReceiptKey
 
 __all__ = [
     "DEMO_ANALYSES",
@@ -37,6 +39,7 @@ __all__ = [
     "pooled_answer",
     "run_example",
     "split_by_person",
+    "write_https_profile",
 ]
 
 FEDERATION = "fedflow-demo"
@@ -193,6 +196,58 @@ def build_demo(
     }
     _write_yaml(root / "federation.yaml", profile)
     return root / "federation.yaml"
+
+
+def write_https_profile(
+    root: Path, ports: Mapping[str, int], *, sites: Sequence[DemoSite] = DEMO_SITES
+) -> Path:
+    """Make a built demo (:func:`build_demo`) reachable over HTTPS; return its https profile.
+
+    Writes a demo CA and certificates under ``root/pki`` (a server certificate per site for
+    127.0.0.1 and localhost, a client certificate for the orchestrator), a ``service`` section
+    with mutual TLS in every ``site.yaml`` (on the site's port in ``ports``), each site's
+    receipt public key, and ``federation-https.yaml``, which reaches every site over HTTPS.
+    """
+    pki = root / "pki"
+    ca = init_ca(pki)
+    client = issue(pki, "orchestrator", kind="client")
+    entries = []
+    for site in sites:
+        home = root / "sites" / site.name
+        server = issue(pki, site.name, kind="server")
+        config = yaml.safe_load((home / "site.yaml").read_text())
+        config["service"] = {
+            "host": "127.0.0.1",
+            "port": ports[site.name],
+            "tls_cert": str(server.cert.resolve()),
+            "tls_key": str(server.key.resolve()),
+            "client_ca": str(ca.cert.resolve()),
+        }
+        _write_yaml(home / "site.yaml", config)
+        receipt = ReceiptKey.load_or_create(home / "state" / "receipt.key.pem")
+        pinned = pki / f"{site.name}.receipt.pub.pem"
+        pinned.write_bytes(receipt.public_pem)
+        entries.append(
+            {
+                "name": site.name,
+                "transport": "https",
+                "url": f"https://127.0.0.1:{ports[site.name]}",
+                "ca": "pki/ca.pem",
+                "cert": "pki/orchestrator.pem",
+                "key": "pki/orchestrator.key.pem",
+                "receipt_key": f"pki/{site.name}.receipt.pub.pem",
+            }
+        )
+    assert client.cert.exists()
+    profile = {
+        "name": FEDERATION,
+        "dataset": "omop",
+        "token_file": "researcher.token",
+        "state_dir": "orchestrator",
+        "sites": entries,
+    }
+    _write_yaml(root / "federation-https.yaml", profile)
+    return root / "federation-https.yaml"
 
 
 def pool(parts: Sequence[Mapping[str, pa.Table]]) -> dict[str, pa.Table]:

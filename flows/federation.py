@@ -9,6 +9,16 @@ Relative paths resolve against the profile's folder. Example::
     state_dir: orchestrator       # the orchestrator's audit log
     sites:
       - {name: eu-hospital, transport: in-process, config: sites/eu-hospital/site.yaml}
+      - name: us-clinic               # a site service reached over HTTPS with mutual TLS
+        transport: https
+        url: https://clinic.example.org:8443
+        ca: pki/us-clinic-ca.pem      # the site's CA, pinned
+        cert: pki/orchestrator.pem    # the orchestrator's client certificate and key
+        key: pki/orchestrator.key.pem
+        receipt_key: keys/us-clinic.receipt.pub.pem   # the site's receipt key, pinned
+
+An ``https`` site needs ``url``, ``ca``, ``cert``, ``key`` and ``receipt_key``; an ``http://``
+url is refused unless ``allow_insecure_http: true`` (local development only).
 
 Opening a profile (:func:`connect`) starts in-process sites and connects to remote ones; the
 open session is registered, so a flow run in this process reuses it instead of starting the
@@ -29,6 +39,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from executors import InProcessSiteTransport, SiteConfig, SiteNode, SiteTransport
+from executors.transport import HttpsSiteTransport
 from fedflow.core import ConfigError
 from flows.errors import ProfileInvalid
 from governance.audit import AuditLog
@@ -44,8 +55,48 @@ class SiteEntry(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
-    transport: Literal["in-process"] = "in-process"
-    config: Path
+    transport: Literal["in-process", "https"] = "in-process"
+    config: Path | None = None
+    url: str | None = None
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    receipt_key: Path | None = None
+    timeout: float = Field(default=30.0, gt=0, le=3600)
+    allow_insecure_http: bool = False
+
+    @model_validator(mode="after")
+    def _complete(self) -> SiteEntry:
+        if self.transport == "in-process":
+            if self.config is None:
+                raise ValueError(f"in-process site {self.name} needs config")
+            return self
+        if not self.url:
+            raise ValueError(f"https site {self.name} needs url")
+        if self.url.startswith("http://"):
+            if not self.allow_insecure_http:
+                raise ValueError(
+                    f"site {self.name}: plain HTTP is refused unless allow_insecure_http: true"
+                )
+        elif not self.url.startswith("https://"):
+            raise ValueError(f"site {self.name}: url must start with https://")
+        else:
+            missing = [f for f in ("ca", "cert", "key") if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"https site {self.name} needs {', '.join(missing)}")
+        if self.receipt_key is None:
+            raise ValueError(f"https site {self.name} needs receipt_key (the pinned public key)")
+        return self
+
+    def resolved(self, base: Path) -> SiteEntry:
+        """This entry with its paths resolved against ``base``."""
+
+        def at(p: Path | None) -> Path | None:
+            return None if p is None else base / p
+
+        return self.model_copy(
+            update={f: at(getattr(self, f)) for f in ("config", "ca", "cert", "key", "receipt_key")}
+        )
 
 
 class Federation(BaseModel):
@@ -95,7 +146,7 @@ class Federation(BaseModel):
                 "path": path,
                 "token_file": None if profile.token_file is None else base / profile.token_file,
                 "state_dir": base / profile.state_dir,
-                "sites": [s.model_copy(update={"config": base / s.config}) for s in profile.sites],
+                "sites": [s.resolved(base) for s in profile.sites],
             }
         )
 
@@ -132,6 +183,25 @@ _lock = threading.Lock()
 
 
 def _open_transport(entry: SiteEntry) -> SiteTransport:
+    if entry.transport == "https":
+        assert entry.url is not None and entry.receipt_key is not None
+        try:
+            pinned = entry.receipt_key.read_bytes()
+        except OSError as exc:
+            raise ProfileInvalid(
+                f"site {entry.name}: cannot read receipt_key {entry.receipt_key}: {exc.strerror}"
+            ) from None
+        return HttpsSiteTransport(
+            entry.name,
+            entry.url,
+            ca=entry.ca,
+            cert=entry.cert,
+            key=entry.key,
+            receipt_key=pinned,
+            timeout=entry.timeout,
+            allow_insecure_http=entry.allow_insecure_http,
+        )
+    assert entry.config is not None
     config = SiteConfig.load(entry.config)
     if config.site != entry.name:
         raise ConfigError(f"profile names site {entry.name!r} but its config says {config.site!r}")

@@ -18,7 +18,9 @@ import typer
 from fedflow.cli.audit import app as audit_app
 from fedflow.cli.demo import demo
 from fedflow.cli.identity import keys_app, token_app
+from fedflow.cli.pki import app as pki_app
 from fedflow.cli.run import analyses, run
+from fedflow.cli.site import app as site_app
 from harmonize.cli import app as harmonize_app
 
 __all__ = ["app", "main"]
@@ -35,6 +37,8 @@ app.command()(analyses)
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(token_app, name="token")
+app.add_typer(site_app, name="site")
+app.add_typer(pki_app, name="pki")
 app.add_typer(harmonize_app, name="harmonize")
 
 

@@ -1,0 +1,333 @@
+"""Site services as real processes on loopback, with real mutual-TLS certificates.
+
+Three demo sites run as ``python -m executors.service`` processes (what ``fedflow site serve``
+runs); the orchestrator reaches them with :class:`HttpsSiteTransport`. Nothing is mocked: the
+refusals below are refusals by the real TLS stack, the real service and the real site node.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from executors import RequestRefused, SiteConfig, SiteUnavailable
+from executors.pki import init_ca, issue
+from executors.process import SiteProcess, free_port
+from executors.service import serve
+from executors.transport import HttpsSiteTransport
+from fedflow.core import ConfigError, PayloadTooLarge, to_ipc
+from fedflow.core.digest import digest_bytes
+from fedflow.core.messages import JobState, Release, Request, Verdict
+from fedflow.core.registry import default_registry
+from flows import connect, run_analysis
+from flows.demo import ALL, DemoSite, build_demo, split_by_person, write_https_profile
+from flows.errors import ProfileInvalid
+from flows.federation import Federation
+from flows.steps import gate_after
+from governance.audit import AuditLog
+from governance.receipts import ReceiptInvalid, verify_release
+
+pytestmark = pytest.mark.integration
+
+GI_BLEED = {"domain": "condition", "concept_ids": [192671], "include_descendants": True}
+SITES = (
+    DemoSite("eu-hospital", "EU", 0.55, 10, ALL, release_extremes=True),
+    DemoSite("us-clinic", "US", 0.30, 11, ALL),
+    DemoSite("uk-registry", "UK", 0.15, 10, ("cohort_count", "characterization")),
+)
+
+
+@dataclass
+class Federated:
+    root: Path
+    https: Path
+    in_process: Path
+    token: str
+    processes: dict[str, SiteProcess]
+
+    def transport(self, site: str, **kw: object) -> HttpsSiteTransport:
+        entry = next(s for s in Federation.load(self.https).sites if s.name == site)
+        assert entry.url and entry.receipt_key
+        args: dict[str, object] = {
+            "ca": entry.ca,
+            "cert": entry.cert,
+            "key": entry.key,
+            "receipt_key": entry.receipt_key.read_bytes(),
+            "timeout": 30.0,
+        }
+        args.update(kw)
+        return HttpsSiteTransport(site, entry.url, **args)  # type: ignore[arg-type]
+
+    def audit(self, site: str) -> AuditLog:
+        return AuditLog(self.root / "sites" / site / "state" / "audit.db", site=site)
+
+
+def _start(processes: dict[str, SiteProcess], probe: dict[str, HttpsSiteTransport]) -> None:
+    for process in processes.values():
+        process.start()
+    for name, process in processes.items():
+        process.wait_healthy(probe[name].health)
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory, eunomia) -> Iterator[Federated]:  # type: ignore[no-untyped-def]
+    """The three sites as service processes, and the same split in-process in another folder."""
+    parts = split_by_person(eunomia, [s.share for s in SITES], seed=11)
+    root = tmp_path_factory.mktemp("https-federation")
+    build_demo(root, parts, sites=SITES)
+    https = write_https_profile(root, {s.name: free_port() for s in SITES}, sites=SITES)
+    in_process = build_demo(tmp_path_factory.mktemp("in-process-federation"), parts, sites=SITES)
+    token = (root / "researcher.token").read_text().strip()
+    processes = {
+        entry.name: SiteProcess(
+            root / "sites" / entry.name / "site.yaml",
+            port=int(str(entry.url).rsplit(":", 1)[1]),
+            log=root / "logs" / f"{entry.name}.log",
+        )
+        for entry in Federation.load(https).sites
+    }
+    fed = Federated(root, https, in_process, token, processes)
+    probes = {s.name: fed.transport(s.name, timeout=2.0) for s in SITES}
+    try:
+        _start(fed.processes, probes)
+        yield fed
+    finally:
+        for process in fed.processes.values():
+            process.stop()
+        for probe in probes.values():
+            probe.close()
+
+
+def _request(fed: Federated, analysis: str = "cohort_count", **kw: object) -> Request:
+    return Request(
+        analysis=default_registry().get(analysis).ref(),
+        params=dict(GI_BLEED),  # type: ignore[arg-type]
+        dataset="omop",
+        token=fed.token,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_same_results_in_process_and_over_https(federation: Federated, prefect_server):  # type: ignore[no-untyped-def]
+    cases = [("cohort_count", GI_BLEED), ("characterization", {**GI_BLEED, "age_band_width": 5})]
+    for name, params in cases:
+        with connect(federation.https) as remote:
+            over_https = run_analysis(name, params, federation=remote)
+        with connect(federation.in_process) as local:
+            in_process = run_analysis(name, params, federation=local)
+        assert over_https.result.equals(in_process.result), name
+        assert over_https.result_digest == in_process.result_digest
+        assert [o.row() for o in over_https.outcomes] == [o.row() for o in in_process.outcomes]
+        assert over_https.sites_contributing == [s.name for s in SITES]
+    # the orchestrator keeps each site's signed receipt with the outcome
+    with AuditLog(federation.https.parent / "orchestrator" / "audit.db", site="o") as audit:
+        outcomes = audit.entries(request_id=over_https.request_id, event="site.outcome")
+    receipts = [e.details["receipt"] for e in outcomes]
+    assert len(receipts) == 3 and all(r and r["signature"] for r in receipts)
+    assert {r["site"] for r in receipts} == {s.name for s in SITES}
+
+
+def test_a_client_without_a_trusted_certificate_fails_the_handshake(
+    federation: Federated, tmp_path: Path
+) -> None:
+    site = "eu-hospital"
+    url = federation.transport(site).url
+    ca = federation.root / "pki" / "ca.pem"
+    # no client certificate at all: the server refuses during the handshake
+    bare = ssl.create_default_context(cafile=str(ca))
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/v1/health", verify=bare, timeout=5)
+    # a client certificate from another CA
+    init_ca(tmp_path / "rogue", common_name="rogue CA")
+    rogue = issue(tmp_path / "rogue", "mallory", kind="client")
+    with pytest.raises(SiteUnavailable):
+        federation.transport(site, cert=rogue.cert, key=rogue.key).info()
+    # the orchestrator refuses a site whose certificate does not chain to the pinned CA
+    with pytest.raises(SiteUnavailable):
+        federation.transport(site, ca=tmp_path / "rogue" / "ca.pem").info()
+    # plain HTTP to the TLS port gets no answer
+    with pytest.raises(httpx.TransportError):
+        httpx.get(url.replace("https://", "http://") + "/v1/health", timeout=5)
+    # ... and the site keeps serving authenticated callers
+    assert federation.transport(site).health()["site"] == site
+
+
+def test_plain_http_is_refused_unless_enabled(federation: Federated, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="plain HTTP"):
+        HttpsSiteTransport("eu-hospital", "http://127.0.0.1:1")
+    raw = {
+        "name": "f",
+        "sites": [{"name": "a", "transport": "https", "url": "http://127.0.0.1:1"}],
+    }
+    (tmp_path / "f.yaml").write_text(json.dumps(raw))
+    with pytest.raises(ProfileInvalid, match="plain HTTP is refused"):
+        Federation.load(tmp_path / "f.yaml")
+    config = federation.root / "sites" / "eu-hospital" / "site.yaml"
+    plain = SiteConfig.load(config).model_dump(mode="json", exclude={"service"})
+    (tmp_path / "site.yaml").write_text(json.dumps(plain))
+    with pytest.raises(ConfigError, match="plain HTTP"):
+        serve(tmp_path / "site.yaml")
+
+
+class _Tampering(HttpsSiteTransport):
+    """A real HTTPS transport whose answers are changed on the way: the adversary."""
+
+    change: str = "payload"
+
+    def release(self, job_id: str) -> Release:
+        release = super().release(job_id)
+        if self.change == "payload":
+            table = release.table()
+            assert table is not None
+            payload = to_ipc(table.slice(0, 0))  # a different table under the same receipt
+            digests = {**release.digests, "result": digest_bytes(payload)}
+            return release.model_copy(update={"partial": payload, "digests": digests})
+        assert release.receipt is not None
+        forged = release.receipt.model_copy(update={"digests": {**release.receipt.digests}})
+        forged.digests["policy"] = "sha256:" + "0" * 64
+        return release.model_copy(update={"receipt": forged, "digests": forged.digests})
+
+
+def test_a_release_whose_receipt_does_not_verify_is_refused(federation: Federated) -> None:
+    site = "us-clinic"
+    honest = federation.transport(site)
+    request = _request(federation)
+    job = honest.submit(request)
+    assert honest.wait(job, 60).state is JobState.QUARANTINED
+    release = honest.release(job)
+    receipt = verify_release(release, honest.receipt_key, site=site, request=request)
+    assert receipt.digests["result"] == digest_bytes(release.partial or b"")
+    for change, reason in (("payload", "bad_signature"), ("receipt", "bad_signature")):
+        tampering = federation.transport(site)
+        tampering.__class__ = _Tampering
+        tampering.change = change  # type: ignore[attr-defined]
+        with pytest.raises(ReceiptInvalid) as refused:
+            gate_after.fn(site, tampering, job, request)
+        assert refused.value.reason in {reason, "mismatch", "payload_changed"}
+    # another site's pinned key, or another request, is refused too
+    other = federation.transport(site, receipt_key=federation.transport("eu-hospital").receipt_key)
+    with pytest.raises(ReceiptInvalid, match="other than the pinned"):
+        gate_after.fn(site, other, job, request)
+    with pytest.raises(ReceiptInvalid, match="another request"):
+        gate_after.fn(site, honest, job, _request(federation))
+
+
+def test_replayed_and_stale_requests_are_refused_and_audited(federation: Federated) -> None:
+    site = "eu-hospital"
+    transport = federation.transport(site)
+    request = _request(federation)
+    assert transport.check(request).verdict is Verdict.ALLOW
+    replayed = transport.check(request)
+    assert replayed.verdict is Verdict.DENY and "replayed" in replayed.reasons[0]
+    job = transport.submit(request)  # the same request once per step is fine
+    with pytest.raises(RequestRefused) as refused:
+        transport.submit(request)
+    assert "replayed" in refused.value.reasons[0]
+    stale = _request(federation, created_at=datetime.now(UTC) - timedelta(hours=1))
+    assert "older than" in transport.check(stale).reasons[0]
+    with federation.audit(site) as audit:
+        events = [
+            (e.event, e.details.get("step")) for e in audit.entries(request_id=request.request_id)
+        ]
+        assert events.count(("request.replayed", "check")) == 1
+        assert events.count(("request.replayed", "submit")) == 1
+        assert audit.entries(request_id=stale.request_id, event="request.replayed")
+        assert audit.verify().ok
+    assert transport.wait(job, 60).state is JobState.QUARANTINED
+
+
+def test_oversized_and_malformed_requests_get_clear_4xx_and_are_audited(
+    federation: Federated,
+) -> None:
+    site = "uk-registry"
+    transport = federation.transport(site)
+    huge = _request(federation).model_copy(update={"params": {"concept_ids": list(range(300_000))}})
+    with pytest.raises(PayloadTooLarge):
+        transport.check(huge)
+    client = transport._client
+    bad_bodies = [
+        b"{not json",
+        b"[]",
+        b"{}",
+        json.dumps({"analysis": "x", "dataset": 1}).encode(),
+        json.dumps({**json.loads(_request(federation).model_dump_json()), "extra": 1}).encode(),
+        b'{"a":' * 5000,
+    ]
+    with federation.audit(site) as audit:
+        before = len(audit.entries(event="request.malformed"))
+    for path in ("/check", "/jobs"):
+        for body in bad_bodies:
+            response = client.post(path, content=body, headers={"content-type": "application/json"})
+            assert 400 <= response.status_code < 500, (path, body[:20], response.text)
+            error = response.json()
+            assert error["error"] and error["message"]
+    assert client.get("/jobs/../../etc/passwd").status_code == 404
+    assert client.get("/jobs/nope").json()["error"] == "JobNotFound"
+    assert client.post("/jobs/nope/release").status_code == 404
+    assert client.get("/jobs/nope", params={"wait": "-1"}).status_code == 422
+    assert client.get("/openapi.json").json()["paths"]
+    with federation.audit(site) as audit:
+        assert len(audit.entries(event="request.malformed")) >= before + 2 * (len(bad_bodies) - 1)
+    assert transport.health()["status"] == "ok"
+
+
+def test_concurrency_limit_and_graceful_shutdown(federation: Federated) -> None:
+    """A fourth process for one site: 429 past its job limit; SIGTERM loses no job or entry."""
+    site = "uk-registry"
+    shared = federation.processes[site]
+    shared.stop()  # one writer per state folder
+    port = shared.port
+    limited = SiteProcess(
+        shared.config, port=port, log=shared.log, args=("--max-running-jobs", "1")
+    )
+    transport = federation.transport(site)
+    try:
+        limited.start().wait_healthy(federation.transport(site, timeout=2.0).health)
+        requests = [_request(federation) for _ in range(6)]
+        results: list[object] = [None] * len(requests)
+
+        def submit(i: int) -> None:
+            try:
+                results[i] = transport.submit(requests[i])
+            except SiteUnavailable as exc:
+                results[i] = exc
+
+        threads = [threading.Thread(target=submit, args=(i,)) for i in range(len(requests))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        busy = [r for r in results if isinstance(r, SiteUnavailable)]
+        jobs = [r for r in results if isinstance(r, str)]
+        assert jobs and busy, results
+        assert all(b.reason == "busy" and "retry after" in b.message for b in busy)
+
+        # SIGTERM while a job may still run: it finishes into quarantine before the stop
+        last = transport.submit(_request(federation)) if transport.wait(jobs[0], 60) else None
+        assert limited.stop() in (0, -15)  # uvicorn re-raises SIGTERM after a clean stop
+        limited = SiteProcess(shared.config, port=port, log=shared.log)
+        limited.start().wait_healthy(federation.transport(site, timeout=2.0).health)
+        for job in [*jobs, last]:
+            assert job is not None
+            status = transport.status(job)
+            assert status.state is JobState.QUARANTINED, status
+            release = transport.release(job)
+            verify_release(release, transport.receipt_key, site=site)
+        with federation.audit(site) as audit:
+            report = audit.verify()
+            assert report.ok
+            events = [e.event for e in audit.entries()]
+            assert events.count("site.stopped") >= 1
+            stopped = len(events) - 1 - events[::-1].index("site.stopped")
+            assert "site.started" in events[stopped:]
+    finally:
+        limited.stop()
+        federation.processes[site] = limited
