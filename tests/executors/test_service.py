@@ -16,6 +16,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from executors import RequestRefused, SiteConfig, SiteUnavailable
@@ -27,7 +29,7 @@ from fedflow.core import ConfigError, PayloadTooLarge, to_ipc
 from fedflow.core.digest import digest_bytes
 from fedflow.core.messages import JobState, Release, Request, Verdict
 from fedflow.core.registry import default_registry
-from flows import connect, run_analysis
+from flows import QuorumNotMet, SiteStatus, connect, run_analysis
 from flows.demo import ALL, DemoSite, build_demo, split_by_person, write_https_profile
 from flows.errors import ProfileInvalid
 from flows.federation import Federation
@@ -36,6 +38,8 @@ from governance.audit import AuditLog
 from governance.receipts import ReceiptInvalid, verify_release
 
 pytestmark = pytest.mark.integration
+
+OFFSET = 987_654_321_000
 
 GI_BLEED = {"domain": "condition", "concept_ids": [192671], "include_descendants": True}
 SITES = (
@@ -52,6 +56,7 @@ class Federated:
     in_process: Path
     token: str
     processes: dict[str, SiteProcess]
+    parts: dict[str, dict[str, pa.Table]]
 
     def transport(self, site: str, **kw: object) -> HttpsSiteTransport:
         entry = next(s for s in Federation.load(self.https).sites if s.name == site)
@@ -79,10 +84,25 @@ def _start(processes: dict[str, SiteProcess], probe: dict[str, HttpsSiteTranspor
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory, eunomia) -> Iterator[Federated]:  # type: ignore[no-untyped-def]
-    """The three sites as service processes, and the same split in-process in another folder."""
-    parts = split_by_person(eunomia, [s.share for s in SITES], seed=11)
+    """The three sites as service processes, and the same split in-process in another folder.
+
+    Person ids are remapped to large, distinctive numbers so that a search for them in what
+    leaves a site cannot match by accident.
+    """
+    remapped = {
+        name: t.set_column(
+            t.schema.get_field_index("person_id"),
+            "person_id",
+            pc.add(pc.multiply(t["person_id"], 1_000_003), OFFSET),
+        )
+        if "person_id" in t.column_names
+        else t
+        for name, t in eunomia.items()
+    }
+    parts = split_by_person(remapped, [s.share for s in SITES], seed=11)
     root = tmp_path_factory.mktemp("https-federation")
     build_demo(root, parts, sites=SITES)
+    names = [s.name for s in SITES]
     https = write_https_profile(root, {s.name: free_port() for s in SITES}, sites=SITES)
     in_process = build_demo(tmp_path_factory.mktemp("in-process-federation"), parts, sites=SITES)
     token = (root / "researcher.token").read_text().strip()
@@ -94,7 +114,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory, eunomia) -> Iterator[Fe
         )
         for entry in Federation.load(https).sites
     }
-    fed = Federated(root, https, in_process, token, processes)
+    fed = Federated(root, https, in_process, token, processes, dict(zip(names, parts, strict=True)))
     probes = {s.name: fed.transport(s.name, timeout=2.0) for s in SITES}
     try:
         _start(fed.processes, probes)
@@ -331,3 +351,75 @@ def test_concurrency_limit_and_graceful_shutdown(federation: Federated) -> None:
     finally:
         limited.stop()
         federation.processes[site] = limited
+
+
+class _Capturing(HttpsSiteTransport):
+    """A real HTTPS transport that keeps every response body: all that left the site."""
+
+    captured: list[bytes]
+
+    def _call(self, *args, **kw):  # type: ignore[no-untyped-def]
+        response = super()._call(*args, **kw)
+        self.captured.append(response.content)
+        return response
+
+
+def test_what_leaves_a_site_holds_no_person_ids_or_birth_dates(federation: Federated) -> None:
+    runs = [
+        ("cohort_count", GI_BLEED),
+        ("characterization", {**GI_BLEED, "age_band_width": 1}),
+        ("numeric_summary", {"table": "person", "column": "year_of_birth"}),
+        ("numeric_summary", {"table": "drug_exposure", "column": "days_supply"}),
+    ]
+    for site in ("eu-hospital", "us-clinic"):
+        person = federation.parts[site]["person"]
+        ids = {str(i) for i in person["person_id"].to_pylist()}
+        births = {str(d)[:10] for d in person["birth_datetime"].to_pylist() if d is not None}
+        assert min(int(i) for i in ids) > OFFSET and len(births) > 300
+        transport = federation.transport(site)
+        transport.__class__ = _Capturing
+        transport.captured = []  # type: ignore[attr-defined]
+        transport.info()
+        for name, params in runs:
+            request = _request(federation, name).model_copy(update={"params": params})
+            assert transport.check(request).allowed
+            job = transport.submit(request)
+            assert transport.wait(job, 60).state is JobState.QUARANTINED
+            release = transport.release(job)
+            assert release.partial is not None
+            verify_release(release, transport.receipt_key, site=site, request=request)
+        captured: list[bytes] = transport.captured  # type: ignore[attr-defined]
+        texts = [body.decode() for body in captured]
+        for body in captured:  # the Arrow payloads inside the JSON, decoded
+            if b'"partial"' in body:
+                table = Release.model_validate_json(body).table()
+                assert table is not None
+                texts.append(json.dumps(table.to_pylist(), default=str))
+        assert len(texts) >= 1 + 4 * 4 + 4
+        leaked = [i for i in ids if any(i in t for t in texts)]
+        assert not leaked, f"{len(leaked)} person ids left {site}"
+        assert not [d for d in births if any(d in t for t in texts)], f"birth dates left {site}"
+
+
+def test_a_killed_site_is_reported_failed_by_name_and_the_quorum_decides(
+    federation: Federated,
+    prefect_server,  # type: ignore[no-untyped-def]
+) -> None:
+    site = "uk-registry"
+    process = federation.processes[site]
+    process.kill()  # SIGKILL: the crash
+    try:
+        with connect(federation.https) as session:
+            result = run_analysis("cohort_count", GI_BLEED, federation=session, min_sites=2)
+            by_site = {o.site: o for o in result.outcomes}
+            assert by_site[site].status is SiteStatus.FAILED
+            assert "cannot reach the site" in by_site[site].reasons[0]
+            assert result.sites_contributing == ["eu-hospital", "us-clinic"]
+            with pytest.raises(QuorumNotMet) as refused:
+                run_analysis("cohort_count", GI_BLEED, federation=session, min_sites=3)
+            failed = [o.site for o in refused.value.outcomes if o.status is SiteStatus.FAILED]
+            assert failed == [site]
+    finally:
+        restarted = SiteProcess(process.config, port=process.port, log=process.log)
+        federation.processes[site] = restarted
+        restarted.start().wait_healthy(federation.transport(site, timeout=2.0).health)
