@@ -11,6 +11,7 @@ import json
 import ssl
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -120,10 +121,10 @@ def federation(tmp_path_factory: pytest.TempPathFactory, eunomia) -> Iterator[Fe
         _start(fed.processes, probes)
         yield fed
     finally:
-        for process in fed.processes.values():
-            process.stop()
         for probe in probes.values():
             probe.close()
+        with ThreadPoolExecutor() as pool:  # each stop may wait for idle connections
+            list(pool.map(SiteProcess.stop, fed.processes.values()))
 
 
 def _request(fed: Federated, analysis: str = "cohort_count", **kw: object) -> Request:
@@ -423,3 +424,51 @@ def test_a_killed_site_is_reported_failed_by_name_and_the_quorum_decides(
         restarted = SiteProcess(process.config, port=process.port, log=process.log)
         federation.processes[site] = restarted
         restarted.start().wait_healthy(federation.transport(site, timeout=2.0).health)
+
+
+def test_fuzzing_from_the_openapi_document_finds_no_5xx(federation: Federated) -> None:
+    """Schemathesis generates valid and invalid calls for every operation the site publishes."""
+    schemathesis = pytest.importorskip("schemathesis")
+    import requests
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis.errors import Unsatisfiable
+
+    site = "eu-hospital"
+    transport = federation.transport(site)
+    document = transport._client.get("/openapi.json").json()
+    schema = schemathesis.openapi.from_dict(document)
+    pki = federation.root / "pki"
+    tls = {
+        "verify": str(pki / "ca.pem"),
+        "cert": (str(pki / "orchestrator.pem"), str(pki / "orchestrator.key.pem")),
+    }
+    session = requests.Session()
+    seen: dict[int, int] = {}
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) == 7
+    for operation in operations:
+        for mode in schemathesis.GenerationMode:
+
+            @settings(
+                max_examples=15,
+                deadline=None,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            )
+            @given(case=operation.as_strategy(generation_mode=mode))
+            def call(case) -> None:  # type: ignore[no-untyped-def]
+                response = case.call(base_url=transport.url, session=session, timeout=30, **tls)
+                seen[response.status_code] = seen.get(response.status_code, 0) + 1
+                assert response.status_code < 500, (case.method, case.path, response.text)
+                if response.status_code >= 400:
+                    body = response.json()
+                    assert body["error"] and body["message"], body
+
+            try:
+                call()
+            except Unsatisfiable:  # nothing to make invalid (no parameters, no body)
+                assert mode is schemathesis.GenerationMode.NEGATIVE
+    assert any(400 <= code < 500 for code in seen) and any(code < 300 for code in seen), seen
+    assert transport.health()["status"] == "ok"
+    with federation.audit(site) as audit:
+        assert audit.verify().ok
