@@ -30,7 +30,7 @@ import pyarrow as pa
 from executors.catalogue import Catalogue, Dataset
 from executors.cluster import SiteCluster
 from executors.config import SiteConfig
-from executors.errors import RequestRefused, SiteError, SiteUnavailable
+from executors.errors import JobNotFound, RequestRefused, SiteError, SiteUnavailable
 from executors.quarantine import Job, Quarantine
 from executors.replay import DEFAULT_MAX_AGE, ReplayGuard
 from fedflow.core import (
@@ -193,9 +193,15 @@ class SiteNode:
             event.wait(timeout)
         return self.status(job_id)
 
-    def release(self, job_id: str) -> Release:
-        """The post-gate: pass a quarantined partial through the airlock."""
+    def release(self, job_id: str, *, token: str | None = None) -> Release:
+        """The post-gate: pass a quarantined partial through the airlock.
+
+        With ``token`` (the service always passes the caller's), only the researcher and
+        project the job was run for may release it; anyone else is told there is no such job.
+        """
         job = self.quarantine.get(job_id)
+        if token is not None:
+            self._check_caller(job, token)
         if job.release is not None:
             return job.release
         if job.state is not JobState.QUARANTINED or job.partial is None:
@@ -246,6 +252,21 @@ class SiteNode:
             receipt={"key_id": receipt.key_id, "issued_at": receipt.issued_at.isoformat()},
         )
         return release
+
+    def _check_caller(self, job: Job, token: str) -> None:
+        try:
+            identity = verify_token(token, trusted=self.trusted, audience=self.config.audience)
+            same = (identity.researcher, identity.project) == (
+                job.decision.researcher,
+                job.decision.project,
+            )
+        except TokenRejected as exc:
+            same, why = False, f"token rejected: {exc.reason}"
+        else:
+            why = "another researcher or project"
+        if not same:
+            self._audit(job.request, "release.refused", job_id=job.job_id, reason=why)
+            raise JobNotFound(f"no job {job.job_id!r} for this caller", site=self.name)
 
     def close(self) -> None:
         """Stop taking jobs, let running jobs finish into quarantine, then stop (audited)."""

@@ -18,7 +18,9 @@ Errors are JSON ``{"error": <type>, "message": ..., "reasons": [...]}`` and neve
 row-level values: 400/422 for an invalid request, 403 for a refusal (with the gate's
 reasons), 404 for an unknown job, 409 for a job not in a releasable state, 413 for a body over
 ``max_body_bytes``, 429 with ``Retry-After`` when ``max_running_jobs`` are running, 503 while
-the site shuts down. Malformed bodies are audited (``request.malformed``).
+the site shuts down. Malformed bodies are audited (``request.malformed``). A release (and
+``/result``) needs ``Authorization: Bearer <token>`` of the researcher and project the job ran
+for; anyone else is told there is no such job (and the site audits ``release.refused``).
 
 TLS is required: the server presents its certificate and accepts only clients whose
 certificate chains to ``service.client_ca`` (``ssl.CERT_REQUIRED``); plain HTTP needs
@@ -42,7 +44,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Header, Query
 from fastapi import Path as PathParam
 from fastapi import Request as HttpRequest
 from fastapi.exceptions import RequestValidationError
@@ -73,6 +75,17 @@ ARROW_STREAM = "application/vnd.apache.arrow.stream"
 MAX_WAIT_S = 20.0
 JobId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 WaitSeconds = Annotated[float, Query(ge=0, le=MAX_WAIT_S)]
+Bearer = Annotated[str | None, Header(max_length=16_384)]
+
+
+def _bearer(authorization: str | None) -> str:
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise RequestRefused(
+            "a release needs the requesting researcher's token (Authorization: Bearer)",
+            reasons=("no bearer token",),
+        )
+    return token.strip()
 
 
 @dataclass(frozen=True)
@@ -282,20 +295,25 @@ def create_app(
         return site.wait(job_id, wait) if wait > 0 else site.status(job_id)
 
     @app.post(f"{API_PREFIX}/jobs/{{job_id}}/release")
-    def release(request: HttpRequest, job_id: JobId) -> Release:
-        """Pass the quarantined partial through the airlock; the release carries a receipt."""
-        return site_of(request).release(job_id)
+    def release(request: HttpRequest, job_id: JobId, authorization: Bearer = None) -> Release:
+        """Pass the quarantined partial through the airlock; the release carries a receipt.
+
+        Needs ``Authorization: Bearer <token>`` of the researcher the job was run for.
+        """
+        return site_of(request).release(job_id, token=_bearer(authorization))
 
     @app.get(
         f"{API_PREFIX}/jobs/{{job_id}}/result",
         response_class=Response,
         responses={200: {"content": {ARROW_STREAM: {}}}},
     )
-    def result(request: HttpRequest, job_id: JobId) -> Response:
-        """The released partial as an Arrow IPC stream (after a release only)."""
-        job = site_of(request).quarantine.get(job_id)
+    def result(request: HttpRequest, job_id: JobId, authorization: Bearer = None) -> Response:
+        """The released partial as an Arrow IPC stream (after a release only, same caller)."""
+        site = site_of(request)
+        job = site.quarantine.get(job_id)
         if job.release is None or job.release.partial is None:
             raise JobNotFound(f"job {job_id} has no released result")
+        site.release(job_id, token=_bearer(authorization))  # the same caller check
         return Response(
             job.release.partial,
             media_type=ARROW_STREAM,

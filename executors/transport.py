@@ -163,6 +163,8 @@ class HttpsSiteTransport(SiteTransport):
         self.site = site
         self.url = url.rstrip("/")
         self.receipt_key = receipt_key
+        self._poll = min(20.0, timeout * 0.8)  # a long-poll must end before the read timeout
+        self._tokens: dict[str, str] = {}
         self._client = httpx.Client(
             base_url=f"{self.url}/v1",
             verify=verify,
@@ -186,11 +188,12 @@ class HttpsSiteTransport(SiteTransport):
         job_id = body.get("job_id") if isinstance(body, dict) else None
         if not isinstance(job_id, str):
             raise SiteError("the site answered without a job id", site=self.site)
+        self._tokens[job_id] = request.token
         return job_id
 
     def status(self, job_id: str, wait: float = 0.0) -> JobStatus:
         """The job's state, waiting up to ``wait`` s (at most 20 s per call) while it runs."""
-        params = {"wait": f"{min(max(wait, 0.0), 20.0):.3f}"}
+        params = {"wait": f"{min(max(wait, 0.0), self._poll):.3f}"}
         return self._parse(JobStatus, self._call("GET", f"/jobs/{job_id}", params=params))
 
     def wait(self, job_id: str, timeout: float) -> JobStatus:
@@ -200,8 +203,11 @@ class HttpsSiteTransport(SiteTransport):
             if status.state is not JobState.RUNNING or time.monotonic() >= deadline:
                 return status
 
-    def release(self, job_id: str) -> Release:
-        return self._parse(Release, self._call("POST", f"/jobs/{job_id}/release"))
+    def release(self, job_id: str, token: str | None = None) -> Release:
+        """Release a job this transport submitted (or one of the researcher with ``token``)."""
+        token = token or self._tokens.get(job_id)
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        return self._parse(Release, self._call("POST", f"/jobs/{job_id}/release", headers=headers))
 
     def close(self) -> None:
         self._client.close()
@@ -212,9 +218,12 @@ class HttpsSiteTransport(SiteTransport):
         path: str,
         message: BaseModel | None = None,
         params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         content = None if message is None else message.model_dump_json().encode()
-        headers = {"content-type": "application/json"} if content is not None else {}
+        headers = dict(headers or {})
+        if content is not None:
+            headers["content-type"] = "application/json"
         try:
             response = self._client.request(
                 method, path, content=content, headers=headers, params=params

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from executors import RequestRefused, SiteConfig, SiteUnavailable
+from executors import JobNotFound, RequestRefused, SiteConfig, SiteUnavailable
 from executors.pki import init_ca, issue
 from executors.process import SiteProcess, free_port
 from executors.service import serve
@@ -31,11 +31,21 @@ from fedflow.core.digest import digest_bytes
 from fedflow.core.messages import JobState, Release, Request, Verdict
 from fedflow.core.registry import default_registry
 from flows import QuorumNotMet, SiteStatus, connect, run_analysis
-from flows.demo import ALL, DemoSite, build_demo, split_by_person, write_https_profile
+from flows.demo import (
+    ALL,
+    FEDERATION,
+    ISSUER,
+    PROJECT,
+    DemoSite,
+    build_demo,
+    split_by_person,
+    write_https_profile,
+)
 from flows.errors import ProfileInvalid
 from flows.federation import Federation
 from flows.steps import gate_after
 from governance.audit import AuditLog
+from governance.identity import IssuerKey, issue_token
 from governance.receipts import ReceiptInvalid, verify_release
 
 pytestmark = pytest.mark.integration
@@ -230,11 +240,13 @@ def test_a_release_whose_receipt_does_not_verify_is_refused(federation: Federate
         tampering = federation.transport(site)
         tampering.__class__ = _Tampering
         tampering.change = change  # type: ignore[attr-defined]
+        tampering._tokens = honest._tokens
         with pytest.raises(ReceiptInvalid) as refused:
             gate_after.fn(site, tampering, job, request)
         assert refused.value.reason in {reason, "mismatch", "payload_changed"}
     # another site's pinned key, or another request, is refused too
     other = federation.transport(site, receipt_key=federation.transport("eu-hospital").receipt_key)
+    other._tokens = honest._tokens
     with pytest.raises(ReceiptInvalid, match="other than the pinned"):
         gate_after.fn(site, other, job, request)
     with pytest.raises(ReceiptInvalid, match="another request"):
@@ -292,7 +304,9 @@ def test_oversized_and_malformed_requests_get_clear_4xx_and_are_audited(
             assert error["error"] and error["message"]
     assert client.get("/jobs/../../etc/passwd").status_code == 404
     assert client.get("/jobs/nope").json()["error"] == "JobNotFound"
-    assert client.post("/jobs/nope/release").status_code == 404
+    assert client.post("/jobs/nope/release").status_code == 403  # no token: nothing learnt
+    bearer = {"authorization": f"Bearer {federation.token}"}
+    assert client.post("/jobs/nope/release", headers=bearer).status_code == 404
     assert client.get("/jobs/nope", params={"wait": "-1"}).status_code == 422
     assert client.get("/openapi.json").json()["paths"]
     with federation.audit(site) as audit:
@@ -472,3 +486,40 @@ def test_fuzzing_from_the_openapi_document_finds_no_5xx(federation: Federated) -
     assert transport.health()["status"] == "ok"
     with federation.audit(site) as audit:
         assert audit.verify().ok
+
+
+def test_tokens_for_another_federation_and_other_callers_jobs_are_refused(
+    federation: Federated,
+) -> None:
+    site = "us-clinic"
+    key = IssuerKey.load(federation.root / "issuer" / "demo-issuer.key.pem", ISSUER)
+
+    def token(audience: str = FEDERATION, researcher: str = "alice@uni.example") -> str:
+        return issue_token(
+            key, researcher=researcher, project=PROJECT, purpose="research", audience=audience
+        )
+
+    transport = federation.transport(site)
+    elsewhere = _request(federation).model_copy(update={"token": token("another-federation")})
+    decision = transport.check(elsewhere)
+    assert decision.verdict is Verdict.DENY
+    assert decision.reasons == ("token rejected: wrong_audience",)
+    with pytest.raises(RequestRefused):
+        transport.submit(elsewhere)
+
+    job = transport.submit(_request(federation))
+    assert transport.wait(job, 60).state is JobState.QUARANTINED
+    stranger = federation.transport(site)  # another orchestrator: it did not submit the job
+    with pytest.raises(RequestRefused, match="token"):
+        stranger.release(job)
+    with pytest.raises(JobNotFound):
+        stranger.release(job, token=token(researcher="mallory@uni.example"))
+    with pytest.raises(JobNotFound):
+        stranger.release(job, token=token("another-federation"))
+    assert transport.release(job).receipt is not None  # its own caller still can
+    with federation.audit(site) as audit:
+        refused = audit.entries(event="release.refused")
+        assert [e.details["reason"] for e in refused[-2:]] == [
+            "another researcher or project",
+            "token rejected: wrong_audience",
+        ]
