@@ -21,6 +21,17 @@ extremes. The quantile sketch is coarsened in value order into runs of at least 
 counts, each kept as one bucket at the key of its largest bucket (a short final run joins the
 one before), so no bucket counts fewer than ``threshold`` values. (The sketch counts values,
 not persons: when a person contributes several values a bucket may stand for fewer persons.)
+
+**Regression rounds** (:mod:`fedflow.core.regression`) are released whole or refused, never
+altered (a changed sum would make the federated fit wrong). Refused when the site has fewer
+than ``threshold`` observations; when the model is saturated (no residual degrees of
+freedom: as many parameters as observations, so the fit reproduces the data); when the
+residual degrees of freedom are below ``threshold``; when there are more than
+:data:`MAX_PARAMETERS_PER_OBSERVATION` parameters per observation (DataSHIELD's
+``nfilter.glm``); for a binary outcome, when cases or non-cases number fewer than
+``threshold``; for a count outcome, when the events number fewer than ``threshold``; and when
+an indicator (0/1) design column is 1, or 0, for fewer than ``threshold`` observations (so no
+small cell of the design, such as exposed women, can be read from XᵀWX).
 """
 
 from __future__ import annotations
@@ -32,14 +43,23 @@ from enum import StrEnum
 import numpy as np
 import pyarrow as pa
 
-from fedflow.core import frequency, summary
+from fedflow.core import frequency, regression, summary
 from fedflow.core.analysis import OutputKind
 from fedflow.core.errors import InvalidRequest
 from governance.errors import PolicyInvalid
 
-__all__ = ["AirlockResult", "Outcome", "check", "check_frequency", "check_summary"]
+__all__ = [
+    "MAX_PARAMETERS_PER_OBSERVATION",
+    "AirlockResult",
+    "Outcome",
+    "check",
+    "check_frequency",
+    "check_regression",
+    "check_summary",
+]
 
 _TOLERANCE = 1e-9
+MAX_PARAMETERS_PER_OBSERVATION = 0.33
 
 
 class Outcome(StrEnum):
@@ -73,6 +93,8 @@ def check(
         return check_frequency(table, threshold=threshold)
     if kind is OutputKind.SUMMARY:
         return check_summary(table, threshold=threshold, release_extremes=release_extremes)
+    if kind is OutputKind.REGRESSION:
+        return check_regression(table, threshold=threshold)
     return _refused(f"the airlock has no disclosure rules for output kind {kind.value!r}")
 
 
@@ -285,6 +307,45 @@ def _coarsen(buckets: list[summary.Bucket], threshold: int) -> list[summary.Buck
         sign, key, _ = max(run, key=lambda b: b[2])  # first largest bucket on ties
         coarse.append((sign, key, sum(b[2] for b in run)))
     return coarse
+
+
+# -- regression rounds ----------------------------------------------------------------------
+
+
+def check_regression(table: pa.Table, *, threshold: int) -> AirlockResult:
+    """Release a GLM round's statistics whole, or refuse them (see the module docstring)."""
+    _check_threshold(threshold)
+    try:
+        regression.validate(table)
+    except InvalidRequest as exc:
+        return _refused(f"not a valid regression partial: {exc.message}")
+    row = table.to_pylist()[0]
+    n, p, columns = row["n"], len(row["columns"]), row["columns"]
+    reasons = []
+    if n < threshold:
+        reasons.append(f"{n} observations is below the threshold of {threshold}")
+    if n <= p:
+        reasons.append(f"saturated model: {p} parameters for {n} observations")
+    elif n - p < threshold:
+        reasons.append(f"{n - p} residual degrees of freedom is below the threshold of {threshold}")
+    if n and p / n > MAX_PARAMETERS_PER_OBSERVATION:
+        reasons.append(
+            f"{p / n:.2f} parameters per observation exceeds {MAX_PARAMETERS_PER_OBSERVATION:g}"
+        )
+    if row["family"] == "binomial":
+        for label, count in (("cases", row["y_one"]), ("non-cases", row["y_zero"])):
+            if count < threshold:
+                reasons.append(f"{count} {label} is below the threshold of {threshold}")
+    if row["family"] == "poisson" and row["y_sum"] < threshold:
+        reasons.append(f"{row['y_sum']:g} events is below the threshold of {threshold}")
+    for column, ones in zip(columns, row["indicator_ones"], strict=True):
+        if ones is not None and (0 < ones < threshold or 0 < n - ones < threshold):
+            reasons.append(
+                f"indicator column {column!r} has a cell below the threshold of {threshold}"
+            )
+    if reasons:
+        return AirlockResult(Outcome.REFUSED, None, 0, tuple(reasons))
+    return AirlockResult(Outcome.RELEASED, table, 0, ())
 
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -1,4 +1,9 @@
-"""``fedflow run`` and ``fedflow analyses``: run a federated analysis, list the analyses."""
+"""``fedflow run`` and ``fedflow analyses``: run a federated analysis, list the analyses.
+
+``fedflow run <analysis>`` runs one federated step. Iterative methods, which run one step per
+round, are dispatched by name (:data:`ITERATIVE`): ``fedflow run glm`` fits a GLM by federated
+IRLS (:mod:`flows.glm`), with the model in ``--params``.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,20 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
 
 from fedflow.cli.render import make_console, outcome_table, show_result
 from fedflow.core import FedflowError
 from fedflow.core.registry import default_registry
 from flows import QuorumNotMet, prefect_api, run_analysis
+from flows.glm import GlmFit, GlmOptions, fit_glm
 
-__all__ = ["analyses", "run"]
+__all__ = ["ITERATIVE", "analyses", "run"]
+
+ITERATIVE = {"glm": "exact GLM by federated IRLS (flows.glm); params: GlmOptions"}
+"""Methods ``fedflow run`` dispatches to an iterative flow instead of a single step."""
 
 
 def run(
@@ -41,9 +53,22 @@ def run(
     parsed = _parse_params(params)
     console = make_console()
     home = federation.resolve().parent / "prefect"
+    options = _glm_options(parsed) if analysis == "glm" else None
     try:
         with prefect_api(home) as api:
             api.wait()
+            if options is not None:
+                fit = fit_glm(
+                    options.formula,
+                    options.family,
+                    federation=federation,
+                    dataset=dataset,
+                    min_sites=min_sites,
+                    token=token,
+                    **options.model_dump(exclude={"formula", "family"}),
+                )
+                _show_fit(console, fit, output)
+                return
             result = run_analysis(
                 analysis,
                 parsed,
@@ -76,6 +101,37 @@ def analyses() -> None:
         ref = cls.ref()
         summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         typer.echo(f"{ref.name}@{ref.version}\t{cls.output.value}\t{ref.code_digest}\t{summary}")
+    for name, about in ITERATIVE.items():
+        typer.echo(f"{name}\titerative\t-\t{about}")
+
+
+def _glm_options(parsed: dict[str, Any]) -> GlmOptions:
+    try:
+        return GlmOptions.model_validate(parsed)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
+            for err in exc.errors(include_input=False, include_url=False)
+        )
+        raise typer.BadParameter(problems, param_hint="--params") from None
+
+
+def _show_fit(console: Console, fit: GlmFit, output: str) -> None:
+    if output == "json":
+        typer.echo(json.dumps(fit.to_dict(), indent=2, default=str))
+        return
+    table = Table(title=f"{fit.family} GLM: {fit.formula}")
+    for column in fit.coefficients.columns:
+        table.add_column(column, justify="left" if column == "term" else "right")
+    for row in fit.coefficients.iter_rows():
+        table.add_row(row[0], *(f"{v:.6g}" for v in row[1:]))
+    console.print(table)
+    console.print(
+        f"n {fit.n}, deviance {fit.deviance:.6f}, AIC {fit.aic:.4f}, "
+        f"{fit.rounds} rounds, sites: "
+        + ", ".join(f"{r['site']} (n={r['n']})" for r in fit.sites.to_dicts())
+    )
+    console.print(outcome_table(fit.outcomes))
 
 
 def _parse_params(text: str) -> dict[str, Any]:

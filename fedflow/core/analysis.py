@@ -36,6 +36,8 @@ class OutputKind(StrEnum):
     """Counts of persons per cell; see :mod:`fedflow.core.frequency`."""
     SUMMARY = "summary"
     """Count, moments, extremes and sketch of a variable; see :mod:`fedflow.core.summary`."""
+    REGRESSION = "regression"
+    """Sufficient statistics of one GLM round; see :mod:`fedflow.core.regression`."""
 
 
 class Params(BaseModel):

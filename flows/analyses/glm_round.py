@@ -1,0 +1,279 @@
+"""One round of an exact federated GLM: a site's IRLS sufficient statistics at given coefficients.
+
+:func:`flows.glm.fit_glm` calls this analysis once per Newton / IRLS round with the current
+coefficients (``beta``; none in the first round, which starts from the data as R and
+statsmodels do). Each site builds its person-level analysis table from OMOP
+(:mod:`flows.analyses.glm_table`), its design matrix from the formula with ``formulaic``, and
+returns XᵀWX, XᵀWz, the deviance and the log-likelihood (:mod:`fedflow.core.regression`).
+The statistics add up across sites, so the orchestrator's update is the pooled update and
+the fit is the pooled fit. Canonical links only (identity, logit, log), for which IRLS is
+Newton's method.
+
+A formula is researcher input evaluated at the site, so it is checked before anything runs:
+only the analysis table's columns, numbers, arithmetic and a short list of functions
+(:data:`FUNCTIONS`) are allowed, and no stateful transform (``center``, ``scale``, splines),
+whose result would depend on how the data is split.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from formulaic import Formula, model_matrix
+from pydantic import Field, model_validator
+
+from fedflow.core import Analysis, InvalidRequest, OutputKind, Params, TableColumns, regression
+from fedflow.core.regression import Family
+from flows.analyses.glm_table import AnalysisTable, derive
+
+__all__ = ["FUNCTIONS", "GlmRound", "GlmRoundParams", "design_columns", "used_columns"]
+
+FUNCTIONS = frozenset({"I", "C", "log", "log2", "log10", "exp"})
+"""Functions a formula may call, besides ``np.<NUMPY>``."""
+NUMPY = frozenset({"log", "log1p", "log2", "log10", "exp", "sqrt", "abs", "square"})
+_COLUMN = r"^[a-z][a-z0-9_]{0,62}$"
+
+
+class GlmRoundParams(Params):
+    """The model, the analysis table, and the coefficients of this round."""
+
+    formula: str = Field(min_length=3, max_length=2000)
+    family: Family
+    data: AnalysisTable = Field(default_factory=AnalysisTable)
+    offset: str | None = Field(default=None, pattern=_COLUMN)
+    exposure: str | None = Field(default=None, pattern=_COLUMN)
+    """A column whose log is added to the offset (person-time for a Poisson rate model)."""
+    weights: str | None = Field(default=None, pattern=_COLUMN)
+    """A column of positive prior weights (statsmodels' ``var_weights``, R's ``weights``)."""
+    columns: list[str] = Field(default_factory=list, max_length=200)
+    """The design's columns, as :func:`design_columns` names them; set by the fitting flow."""
+    beta: list[float] | None = None
+    """The coefficients of this round, in ``columns`` order; None in the first round."""
+
+    @model_validator(mode="after")
+    def _checked(self) -> GlmRoundParams:
+        kinds = self.data.kinds()
+        _check_formula(self.formula, set(kinds))
+        for role in ("offset", "exposure", "weights"):
+            column = getattr(self, role)
+            if column is not None and kinds.get(column) != "float":
+                raise ValueError(f"{role} must name a numeric column of the analysis table")
+        if self.beta is not None:
+            if len(self.beta) != len(self.columns):
+                raise ValueError("beta must have one value per design column")
+            if not all(math.isfinite(b) for b in self.beta):
+                raise ValueError("beta must be finite")
+        return self
+
+
+def used_columns(params: GlmRoundParams) -> set[str]:
+    """The analysis-table columns the model reads."""
+    used = set(Formula(params.formula).required_variables)
+    used |= {c for c in (params.offset, params.exposure, params.weights) if c is not None}
+    return used
+
+
+def design_columns(params: GlmRoundParams) -> list[str]:
+    """The design matrix's column names, found on a small synthetic table of the right kinds."""
+    kinds = params.data.kinds()
+    frame = pd.DataFrame(
+        {
+            name: pd.Categorical(["female", "male", "female"])
+            if kinds[name] == "category"
+            else [1.0, 2.0, 3.0]
+            for name in sorted(used_columns(params))
+        }
+    )
+    matrices = model_matrix(params.formula, frame)
+    if len(matrices.lhs.columns) != 1:
+        raise InvalidRequest("the formula must have exactly one outcome column")
+    return [str(c) for c in matrices.rhs.columns]
+
+
+class GlmRound(Analysis[GlmRoundParams]):
+    """IRLS sufficient statistics of a Gaussian, binomial or Poisson GLM at given coefficients."""
+
+    name = "glm_round"
+    version = "1.0"
+    output = OutputKind.REGRESSION
+    params_model = GlmRoundParams
+
+    def tables(self, params: GlmRoundParams) -> TableColumns:
+        return params.data.tables(used_columns(params))
+
+    def local(self, tables: Mapping[str, pa.Table], params: GlmRoundParams) -> pa.Table:
+        used = used_columns(params)
+        frame = derive(tables, params.data, used).dropna(subset=sorted(used))
+        p = len(params.columns)
+        if frame.empty:
+            x, y = np.zeros((0, p)), np.zeros(0)
+        else:
+            matrices = model_matrix(params.formula, frame, na_action="raise")
+            if [str(c) for c in matrices.rhs.columns] != params.columns:
+                raise InvalidRequest("the design at this site does not have the expected columns")
+            x = np.asarray(matrices.rhs, dtype=np.float64)
+            y = np.asarray(matrices.lhs, dtype=np.float64)[:, 0]
+        offset = np.zeros(len(y))
+        if params.offset is not None:
+            offset += frame[params.offset].to_numpy(np.float64)
+        if params.exposure is not None:
+            exposure = frame[params.exposure].to_numpy(np.float64)
+            if np.any(exposure <= 0):
+                raise InvalidRequest("exposure must be positive")
+            offset += np.log(exposure)
+        weights = np.ones(len(y))
+        if params.weights is not None:
+            weights = frame[params.weights].to_numpy(np.float64)
+            if np.any(weights <= 0):
+                raise InvalidRequest("weights must be positive")
+        _check_outcome(params.family, y)
+        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(offset))):
+            raise InvalidRequest("the design or offset has non-finite values")
+        beta = None if params.beta is None else np.asarray(params.beta)
+        return irls_statistics(params.family, params.columns, x, y, offset, weights, beta)
+
+    def merge(self, partials: Sequence[pa.Table]) -> pa.Table:
+        return regression.merge(partials)
+
+    def finalize(self, partial: pa.Table, params: GlmRoundParams) -> pa.Table:
+        return partial
+
+
+def irls_statistics(
+    family: str,
+    columns: Sequence[str],
+    x: np.ndarray,
+    y: np.ndarray,
+    offset: np.ndarray,
+    weights: np.ndarray,
+    beta: np.ndarray | None,
+) -> pa.Table:
+    """XᵀWX, XᵀWz, deviance and log-likelihood at ``beta`` (or at the starting values)."""
+    if beta is None:  # start from the data, as statsmodels and R do
+        mu = _START[family](y)
+        eta = _LINK[family](mu)
+    else:
+        eta = x @ beta + offset
+        mu = _INVERSE[family](eta)
+    # For a canonical link dmu/deta is the variance function, so W = w * V(mu) and
+    # W z = W (eta - offset) + w (y - mu), which stays finite as mu nears 0 or 1.
+    variance = _VARIANCE[family](mu)
+    working_weights = weights * variance
+    with np.errstate(divide="ignore", invalid="ignore"):
+        working = np.where(working_weights > 0, (eta - offset) + (y - mu) / variance, 0.0)
+    if family == "gaussian":
+        deviance = float(np.sum(weights * (y - mu) ** 2))
+        loglik = 0.0
+    elif family == "binomial":
+        mu = np.clip(mu, 1e-300, 1 - 1e-16)
+        loglik = float(np.sum(weights * np.where(y == 1, np.log(mu), np.log1p(-mu))))
+        deviance = -2 * loglik
+    else:
+        log_y = np.log(np.where(y > 0, y, 1.0))
+        log_factorial = np.fromiter((math.lgamma(v + 1) for v in y), float, len(y))
+        loglik = float(np.sum(weights * (y * np.log(mu) - mu - log_factorial)))
+        deviance = float(2 * np.sum(weights * (y * (log_y - np.log(mu)) - (y - mu))))
+    return regression.from_arrays(
+        family,
+        columns,
+        x=x,
+        y=y,
+        weights=weights,
+        working_weights=working_weights,
+        working_response=working,
+        deviance=deviance,
+        loglik=loglik,
+    )
+
+
+_START: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "gaussian": lambda y: y,
+    "binomial": lambda y: (y + 0.5) / 2,
+    "poisson": lambda y: y + 0.1,
+}
+_LINK: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "gaussian": lambda mu: mu,
+    "binomial": lambda mu: np.log(mu / (1 - mu)),
+    "poisson": np.log,
+}
+_INVERSE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "gaussian": lambda eta: eta,
+    "binomial": lambda eta: 1 / (1 + np.exp(-eta)),
+    "poisson": np.exp,
+}
+_VARIANCE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "gaussian": np.ones_like,
+    "binomial": lambda mu: mu * (1 - mu),
+    "poisson": lambda mu: mu,
+}
+
+
+def _check_outcome(family: str, y: np.ndarray) -> None:
+    if not np.all(np.isfinite(y)):
+        raise InvalidRequest("the outcome has non-finite values")
+    if family == "binomial" and not np.all((y == 0) | (y == 1)):
+        raise InvalidRequest("a binomial outcome must be 0 or 1")
+    if family == "poisson" and np.any((y < 0) | (y != np.round(y))):
+        raise InvalidRequest("a Poisson outcome must be a non-negative count")
+
+
+def _check_formula(formula: str, columns: set[str]) -> None:
+    """Allow only columns, numbers, arithmetic and the listed functions (no stateful ones)."""
+    try:
+        parsed = Formula(formula)
+    except Exception:  # formulaic raises several types for bad syntax
+        raise ValueError("the formula cannot be parsed") from None
+    factors = [f for side in (parsed.lhs, parsed.rhs) for term in side for f in term.factors]
+    for factor in factors:
+        try:
+            tree = ast.parse(str(factor.expr), mode="eval")
+        except SyntaxError:
+            raise ValueError("the formula has a term that is not an expression") from None
+        for node in ast.walk(tree):
+            _check_node(node, columns)
+
+
+_ALLOWED_NODES = (
+    ast.Expression,
+    ast.BinOp,
+    ast.UnaryOp,
+    ast.Add,
+    ast.Sub,
+    ast.Mult,
+    ast.Div,
+    ast.Pow,
+    ast.USub,
+    ast.UAdd,
+    ast.Load,
+    ast.List,
+    ast.Tuple,
+    ast.keyword,
+)
+
+
+def _check_node(node: ast.AST, columns: set[str]) -> None:
+    if isinstance(node, ast.Constant):
+        if not isinstance(node.value, int | float | str) or isinstance(node.value, bool):
+            raise ValueError("the formula may hold only numbers and level names as constants")
+    elif isinstance(node, ast.Name):
+        if node.id not in columns and node.id not in FUNCTIONS and node.id != "np":
+            raise ValueError(f"the formula names {node.id!r}, not a column of the analysis table")
+    elif isinstance(node, ast.Attribute):
+        if not (isinstance(node.value, ast.Name) and node.value.id == "np" and node.attr in NUMPY):
+            raise ValueError("the formula may use only np." + ", np.".join(sorted(NUMPY)))
+    elif isinstance(node, ast.Call):
+        func = node.func
+        name = func.id if isinstance(func, ast.Name) else None
+        if isinstance(func, ast.Name) and name not in FUNCTIONS:
+            raise ValueError(f"the formula may not call {name!r}")
+        if any(k.arg not in {"levels"} for k in node.keywords):
+            raise ValueError("the only keyword a formula function takes is levels")
+    elif isinstance(node, ast.keyword):
+        pass
+    elif not isinstance(node, _ALLOWED_NODES):
+        raise ValueError(f"the formula may not use {type(node).__name__}")

@@ -1,0 +1,307 @@
+"""Exact federated GLM: Newton / IRLS where every round is one federated step.
+
+Each round runs the ``glm_round`` analysis (:mod:`flows.analyses.glm_round`) at every site
+with the current coefficients; the sites' airlocks check the statistics; the orchestrator sums
+them (XᵀWX and XᵀWz) and solves for the next coefficients. Because the sums equal the pooled
+sums, the fit is the pooled fit: coefficients, standard errors, deviance and AIC equal
+statsmodels' ``GLM`` on the concatenated data to rounding.
+
+From Python::
+
+    fit = fit_glm("gi_bleed ~ age + gender + nsaid", "binomial", data=table,
+                  federation=Path("federation.yaml"))
+    fit.coefficients      # term, estimate, std_error, z, p_value, ci_low, ci_high
+
+The fit is one Prefect flow run (``glm``) whose rounds are ``federated-analysis`` subflow runs.
+A site that refuses or fails in one round must do so in every round: the set of contributing
+sites may not change during a fit (that would mix two populations), and the fit stops with
+:class:`GlmDidNotFit` naming the sites.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+import polars as pl
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from pydantic import BaseModel, ConfigDict, Field
+
+from fedflow.core import from_ipc, regression
+from fedflow.core.regression import Family
+from flows.analyses.glm_round import GlmRoundParams, design_columns
+from flows.errors import FlowError
+from flows.federated import federated_analysis
+from flows.federation import FederationSession, connect, open_session
+from flows.outcomes import SiteOutcome
+
+__all__ = ["GlmDidNotFit", "GlmFit", "GlmOptions", "fit_glm", "glm_flow"]
+
+ANALYSIS = "glm_round"
+
+
+class GlmDidNotFit(FlowError):
+    """The federated fit stopped: no convergence, a singular design, or sites changed."""
+
+
+class GlmOptions(BaseModel):
+    """What ``fedflow run glm --params`` takes: the model and how to fit it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    formula: str
+    family: Family = "gaussian"
+    data: dict[str, Any] = Field(default_factory=dict)
+    """The analysis table (:class:`flows.analyses.glm_table.AnalysisTable`)."""
+    offset: str | None = None
+    exposure: str | None = None
+    weights: str | None = None
+    max_rounds: int = Field(default=25, ge=1, le=100)
+    tol: float = Field(default=1e-10, gt=0, lt=1e-3)
+    confidence: float = Field(default=0.95, gt=0, lt=1)
+
+
+@dataclass(frozen=True)
+class GlmFit:
+    """A fitted federated GLM."""
+
+    formula: str
+    family: str
+    coefficients: pl.DataFrame
+    """term, estimate, std_error, z, p_value, ci_low, ci_high."""
+    deviance: float
+    loglik: float
+    aic: float
+    scale: float
+    n: int
+    df_resid: int
+    rounds: int
+    converged: bool
+    sites: pl.DataFrame
+    """Per contributing site: n, cases / non-cases (binomial) or events (Poisson)."""
+    request_ids: list[str] = field(default_factory=list)
+    outcomes: list[SiteOutcome] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready document of the fit."""
+        return {
+            "analysis": "glm",
+            "formula": self.formula,
+            "family": self.family,
+            "coefficients": self.coefficients.to_dicts(),
+            "deviance": self.deviance,
+            "loglik": self.loglik,
+            "aic": self.aic,
+            "scale": self.scale,
+            "n": self.n,
+            "df_resid": self.df_resid,
+            "rounds": self.rounds,
+            "converged": self.converged,
+            "sites": self.sites.to_dicts(),
+            "request_ids": self.request_ids,
+        }
+
+
+@flow(name="glm", flow_run_name="glm-{family}")
+def glm_flow(
+    formula: str,
+    family: str,
+    federation: str,
+    data: dict[str, Any] | None = None,
+    offset: str | None = None,
+    exposure: str | None = None,
+    weights: str | None = None,
+    dataset: str | None = None,
+    min_sites: int = 1,
+    max_rounds: int = 25,
+    tol: float = 1e-10,
+    confidence: float = 0.95,
+) -> GlmFit:
+    """Fit a GLM over the sites of ``federation`` (a profile path) by federated IRLS."""
+    logger = get_run_logger()
+    base = GlmRoundParams.model_validate(
+        {
+            "formula": formula,
+            "family": family,
+            "data": data or {},
+            "offset": offset,
+            "exposure": exposure,
+            "weights": weights,
+        }
+    )
+    columns = design_columns(base)
+    raw = base.model_dump(mode="json") | {"columns": columns}
+    beta: list[float] | None = None
+    contributors: list[str] | None = None
+    request_ids: list[str] = []
+    with open_session(federation) as session:
+        for round_no in range(1, max_rounds + 1):
+            step = federated_analysis(
+                ANALYSIS, raw | {"beta": beta}, federation, dataset, None, min_sites
+            )
+            request_ids.append(step.request_id)
+            sites = step.sites_contributing
+            if contributors is not None and sites != contributors:
+                raise GlmDidNotFit(
+                    f"contributing sites changed in round {round_no}: "
+                    f"{', '.join(contributors)} before, {', '.join(sites) or 'none'} now",
+                    request_id=step.request_id,
+                )
+            contributors = sites
+            partial = step.result.to_arrow()
+            xtwx, xtwz = regression.matrices(partial)
+            new_beta = _solve(xtwx, xtwz, columns)
+            logger.info(
+                "round %d: deviance %.10g over %d site(s)",
+                round_no,
+                partial["deviance"][0].as_py(),
+                len(sites),
+            )
+            if beta is not None:
+                step_size = float(np.max(np.abs(new_beta - np.asarray(beta))))
+                if step_size <= tol * (1 + float(np.max(np.abs(beta)))):
+                    fit = _inference(base, columns, np.asarray(beta), partial, round_no, confidence)
+                    fit = _with_sites(fit, session, step.outcomes, request_ids)
+                    create_table_artifact(
+                        key="glm-coefficients",
+                        table=fit.coefficients.to_dicts(),
+                        description=f"{family} GLM {formula}: {round_no} rounds, "
+                        f"{len(sites)} site(s)",
+                    )
+                    return fit
+            beta = new_beta.tolist()
+    raise GlmDidNotFit(f"the fit did not converge in {max_rounds} rounds")
+
+
+def fit_glm(
+    formula: str,
+    family: str = "gaussian",
+    *,
+    federation: FederationSession | Path | str,
+    data: Mapping[str, Any] | None = None,
+    offset: str | None = None,
+    exposure: str | None = None,
+    weights: str | None = None,
+    dataset: str | None = None,
+    min_sites: int = 1,
+    max_rounds: int = 25,
+    tol: float = 1e-10,
+    confidence: float = 0.95,
+    token: str | None = None,
+) -> GlmFit:
+    """Fit ``formula`` (formulaic syntax) over a federation; see the module docstring."""
+    options: dict[str, Any] = {
+        "data": dict(data or {}),
+        "offset": offset,
+        "exposure": exposure,
+        "weights": weights,
+        "dataset": dataset,
+        "min_sites": min_sites,
+        "max_rounds": max_rounds,
+        "tol": tol,
+        "confidence": confidence,
+    }
+    if isinstance(federation, FederationSession):
+        assert federation.profile.path is not None
+        return glm_flow(formula, family, str(federation.profile.path), **options)
+    with connect(Path(federation), token=token) as session:
+        assert session.profile.path is not None
+        return glm_flow(formula, family, str(session.profile.path), **options)
+
+
+def _solve(xtwx: np.ndarray, xtwz: np.ndarray, columns: list[str]) -> np.ndarray:
+    rank = int(np.linalg.matrix_rank(xtwx))
+    if rank < len(columns):
+        raise GlmDidNotFit(
+            f"the pooled design is rank-deficient (rank {rank} for {len(columns)} columns): "
+            "drop collinear terms"
+        )
+    return np.linalg.solve(xtwx, xtwz)
+
+
+def _inference(
+    params: GlmRoundParams,
+    columns: list[str],
+    beta: np.ndarray,
+    partial: Any,
+    rounds: int,
+    confidence: float,
+) -> GlmFit:
+    row = partial.to_pylist()[0]
+    xtwx, _ = regression.matrices(partial)
+    n, p = int(row["n"]), len(columns)
+    df_resid = n - p
+    deviance = float(row["deviance"])
+    if params.family == "gaussian":
+        scale = deviance / df_resid if df_resid > 0 else math.nan
+        # statsmodels' Gaussian log-likelihood uses the maximum-likelihood scale RSS / n.
+        loglik = -n / 2 * (math.log(2 * math.pi * deviance / n) + 1) + row["log_weight_sum"] / 2
+    else:
+        scale, loglik = 1.0, float(row["loglik"])
+    covariance = np.linalg.inv(xtwx) * scale
+    se = np.sqrt(np.diag(covariance))
+    z = beta / se
+    normal = NormalDist()
+    quantile = normal.inv_cdf(0.5 + confidence / 2)
+    p_values = [math.erfc(abs(v) / math.sqrt(2)) for v in z]
+    coefficients = pl.DataFrame(
+        {
+            "term": columns,
+            "estimate": beta,
+            "std_error": se,
+            "z": z,
+            "p_value": p_values,
+            "ci_low": beta - quantile * se,
+            "ci_high": beta + quantile * se,
+        }
+    )
+    return GlmFit(
+        formula=params.formula,
+        family=params.family,
+        coefficients=coefficients,
+        deviance=deviance,
+        loglik=loglik,
+        aic=-2 * loglik + 2 * p,
+        scale=scale,
+        n=n,
+        df_resid=df_resid,
+        rounds=rounds,
+        converged=True,
+        sites=pl.DataFrame(),
+    )
+
+
+def _with_sites(
+    fit: GlmFit,
+    session: FederationSession,
+    outcomes: list[SiteOutcome],
+    request_ids: list[str],
+) -> GlmFit:
+    """Per-site counts, read back from the releases of the last round (nothing new leaves)."""
+    rows = []
+    for outcome in outcomes:
+        if not outcome.contributed or outcome.job_id is None:
+            continue
+        release = session.transports[outcome.site].release(outcome.job_id)
+        assert release.partial is not None
+        row = from_ipc(release.partial).to_pylist()[0]
+        counts: dict[str, Any] = {"site": outcome.site, "n": row["n"]}
+        if fit.family == "binomial":
+            counts |= {"cases": row["y_one"], "non_cases": row["y_zero"]}
+        elif fit.family == "poisson":
+            counts |= {"events": row["y_sum"]}
+        rows.append(counts)
+    return GlmFit(
+        **{
+            **fit.__dict__,
+            "sites": pl.DataFrame(rows),
+            "request_ids": request_ids,
+            "outcomes": outcomes,
+        }
+    )

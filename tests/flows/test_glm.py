@@ -1,0 +1,176 @@
+"""The federated GLM equals the pooled statsmodels fit on Eunomia split 2, 3 and 5 ways."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import statsmodels.api as sm
+from formulaic import model_matrix
+
+import executors.node
+from fedflow.core import OutputKind, regression
+from flows import SiteStatus, connect
+from flows.analyses.glm_round import GlmRound, used_columns
+from flows.analyses.glm_table import derive
+from flows.demo import ALL, DemoSite, pool
+from flows.glm import GlmDidNotFit, fit_glm
+
+pytestmark = pytest.mark.integration
+
+DATA: dict[str, Any] = {
+    "variables": {
+        "gi_bleed": {"domain": "condition", "concept_ids": [192671], "include_descendants": True},
+        "celecoxib": {"domain": "drug", "concept_ids": [1118084], "include_descendants": True},
+        "naproxen": {"domain": "drug", "concept_ids": [1115008], "include_descendants": True},
+        "nsaid_records": {
+            "domain": "drug",
+            "concept_ids": [1118084, 1124300, 1177480, 1115008],
+            "include_descendants": True,
+            "value": "count",
+        },
+    }
+}
+MODELS: list[tuple[str, str, dict[str, str]]] = [
+    ("binomial", "gi_bleed ~ age + gender + celecoxib + naproxen", {}),
+    ("poisson", "nsaid_records ~ age + gender + gi_bleed", {"exposure": "observation_years"}),
+    ("gaussian", "age ~ gender * celecoxib + gi_bleed", {"weights": "observation_years"}),
+]
+SPLITS = {
+    "two": (0.5, 0.5),
+    "three": (0.55, 0.30, 0.15),
+    "five": (0.4, 0.25, 0.15, 0.1, 0.1),
+}
+TABLES: dict[str, list[str] | str] = {
+    "person": ["person_id", "gender_concept_id", "year_of_birth"],
+    "condition_occurrence": ["person_id", "condition_concept_id"],
+    "drug_exposure": ["person_id", "drug_concept_id"],
+    "observation_period": [
+        "person_id",
+        "observation_period_start_date",
+        "observation_period_end_date",
+    ],
+    "concept_ancestor": "*",
+}
+
+
+@pytest.fixture(autouse=True)
+def _site_validates_regression(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The site node validates a partial before quarantine by output kind; until
+    # executors/node.py lists OutputKind.REGRESSION (requested from the lead), add it here.
+    if OutputKind.REGRESSION not in executors.node._VALIDATORS:
+        monkeypatch.setitem(executors.node._VALIDATORS, OutputKind.REGRESSION, regression.validate)
+
+
+def _sites(shares: tuple[float, ...], threshold: int = 1) -> list[DemoSite]:
+    return [
+        DemoSite(f"site-{i}", "EU", share, threshold, (*ALL, "glm_round"), tables=TABLES)
+        for i, share in enumerate(shares)
+    ]
+
+
+def pooled_fit(tables: Mapping[str, pa.Table], family: str, formula: str, extra: dict[str, str]):  # type: ignore[no-untyped-def]
+    """statsmodels' GLM on the pooled analysis table (the oracle)."""
+    params = GlmRound().parse_params({"formula": formula, "family": family, "data": DATA, **extra})
+    used = used_columns(params)
+    frame = derive(tables, params.data, used).dropna(subset=sorted(used))
+    matrices = model_matrix(formula, frame)
+    options: dict[str, Any] = {}
+    if "exposure" in extra:
+        options["exposure"] = frame[extra["exposure"]].to_numpy()
+    if "weights" in extra:
+        options["var_weights"] = frame[extra["weights"]].to_numpy()
+    families = {
+        "binomial": sm.families.Binomial(),
+        "poisson": sm.families.Poisson(),
+        "gaussian": sm.families.Gaussian(),
+    }
+    model = sm.GLM(
+        np.asarray(matrices.lhs)[:, 0],
+        np.asarray(matrices.rhs),
+        family=families[family],
+        **options,
+    )
+    return model.fit(tol=1e-14, maxiter=100), list(matrices.rhs.columns)
+
+
+@pytest.mark.parametrize("split", list(SPLITS))
+def test_federated_glm_equals_pooled_statsmodels(split, make_federation, eunomia, prefect_server):
+    profile, parts = make_federation(_sites(SPLITS[split]))
+    pooled = pool(list(parts.values()))
+    with connect(profile) as federation:
+        for family, formula, extra in MODELS:
+            fit = fit_glm(formula, family, data=DATA, federation=federation, **extra)
+            oracle, columns = pooled_fit(pooled, family, formula, extra)
+            assert fit.coefficients["term"].to_list() == columns
+            np.testing.assert_allclose(
+                fit.coefficients["estimate"], oracle.params, rtol=0, atol=1e-8
+            )
+            np.testing.assert_allclose(fit.coefficients["std_error"], oracle.bse, rtol=1e-8)
+            np.testing.assert_allclose(fit.coefficients["z"], oracle.tvalues, rtol=1e-7)
+            np.testing.assert_allclose(fit.coefficients["p_value"], oracle.pvalues, rtol=1e-6)
+            ci = oracle.conf_int()
+            np.testing.assert_allclose(fit.coefficients["ci_low"], ci[:, 0], atol=1e-8)
+            np.testing.assert_allclose(fit.coefficients["ci_high"], ci[:, 1], atol=1e-8)
+            assert fit.deviance == pytest.approx(oracle.deviance, rel=1e-10)
+            assert fit.loglik == pytest.approx(oracle.llf, rel=1e-10)
+            assert fit.aic == pytest.approx(oracle.aic, rel=1e-10)
+            assert fit.scale == pytest.approx(oracle.scale, rel=1e-10)
+            assert fit.n == oracle.nobs and fit.df_resid == oracle.df_resid
+            assert fit.converged and fit.rounds <= 10
+            assert fit.sites["site"].to_list() == list(parts)
+            assert fit.sites["n"].sum() == fit.n
+            if family == "binomial":
+                assert fit.sites["cases"].sum() == int(oracle.model.endog.sum())
+
+
+def test_a_refusing_site_is_left_out_of_every_round(make_federation, eunomia, prefect_server):
+    # A tiny site (about 11 persons) has too few cases and residual degrees of freedom at a
+    # threshold of 10: its airlock refuses every round and the fit is the fit of the others.
+    sites = _sites((0.6, 0.396, 0.004), threshold=10)
+    profile, parts = make_federation(sites)
+    family, formula, extra = MODELS[0]
+    with connect(profile) as federation:
+        fit = fit_glm(formula, family, data=DATA, federation=federation, **extra)
+    refused = {o.site: o for o in fit.outcomes}["site-2"]
+    assert refused.status is SiteStatus.REFUSED and refused.stage == "gate_after"
+    assert any("below the threshold of 10" in r for r in refused.reasons)
+    assert fit.sites["site"].to_list() == ["site-0", "site-1"]
+    oracle, _ = pooled_fit(pool([parts["site-0"], parts["site-1"]]), family, formula, extra)
+    np.testing.assert_allclose(fit.coefficients["estimate"], oracle.params, rtol=0, atol=1e-8)
+
+
+def test_a_singular_design_stops_with_a_reason(make_federation, prefect_server):
+    profile, _ = make_federation(_sites((0.5, 0.5)))
+    with connect(profile) as federation, pytest.raises(GlmDidNotFit, match="rank-deficient"):
+        fit_glm("age ~ celecoxib + I(1 - celecoxib)", "gaussian", data=DATA, federation=federation)
+
+
+def test_fedflow_run_glm_prints_the_fit(make_federation, eunomia, prefect_server, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from fedflow.cli import app
+
+    profile, parts = make_federation(_sites((0.6, 0.4)))
+    family, formula, extra = MODELS[2]
+    params = {"formula": formula, "family": family, "data": DATA, **extra}
+    runner = CliRunner()
+    result = runner.invoke(app, ["run", "glm", "-f", str(profile), "--params", json.dumps(params)])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    oracle, columns = pooled_fit(pool(list(parts.values())), family, formula, extra)
+    assert [c["term"] for c in document["coefficients"]] == columns
+    np.testing.assert_allclose(
+        [c["estimate"] for c in document["coefficients"]], oracle.params, atol=1e-8
+    )
+    assert document["rounds"] == 2 and [s["site"] for s in document["sites"]] == list(parts)
+
+    bad = runner.invoke(
+        app, ["run", "glm", "-f", str(profile), "--params", json.dumps({"family": "gamma"})]
+    )
+    assert bad.exit_code != 0 and "formula" in bad.output and "family" in bad.output
