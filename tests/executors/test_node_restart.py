@@ -1,0 +1,60 @@
+"""A site node restarted on the same state folder loses no quarantined job or audit entry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from executors import SiteConfig, SiteNode
+from fedflow.core.messages import JobState, Request
+from fedflow.core.registry import default_registry
+from flows.demo import DemoSite, build_demo
+from governance.receipts import verify_release
+
+pytestmark = pytest.mark.integration
+
+GI_BLEED = {"domain": "condition", "concept_ids": [192671], "include_descendants": True}
+
+
+def test_jobs_survive_a_restart_and_interrupted_ones_are_marked_failed(
+    tmp_path: Path,
+    eunomia,  # type: ignore[no-untyped-def]
+) -> None:
+    spec = DemoSite("restart-site", "EU", 1.0, 10, ("cohort_count",))
+    build_demo(tmp_path, [eunomia], sites=[spec])
+    config = SiteConfig.load(tmp_path / "sites" / spec.name / "site.yaml")
+    token = (tmp_path / "researcher.token").read_text().strip()
+
+    def request() -> Request:
+        ref = default_registry().get("cohort_count").ref()
+        return Request(analysis=ref, params=GI_BLEED, dataset="omop", token=token)
+
+    with SiteNode(config) as node:
+        quarantined, released = node.submit(request()), node.submit(request())
+        assert node.wait(quarantined, 60).state is JobState.QUARANTINED
+        assert node.wait(released, 60).state is JobState.QUARANTINED
+        first = node.release(released)
+        pinned = node.receipt_key.public_pem
+    # a job a crashed process left running: its metadata says running, it has no partial
+    folder = config.state_dir / "quarantine"
+    meta = json.loads((folder / f"{quarantined}.json").read_text())
+    (folder / "crashed.json").write_text(
+        json.dumps({**meta, "job_id": "crashed", "state": "running"})
+    )
+
+    with SiteNode(config) as node:
+        assert node.receipt_key.public_pem == pinned
+        assert node.status(quarantined).state is JobState.QUARANTINED
+        verify_release(node.release(quarantined), pinned, site=spec.name)
+        again = node.release(released)
+        assert again == first  # the same release and the same signed receipt
+        crashed = node.status("crashed")
+        assert (crashed.state, crashed.error) == (JobState.FAILED, "interrupted")
+        events = [e.event for e in node.audit.entries()]
+        assert events.count("site.stopped") == 1 and events.count("site.started") == 2
+        assert node.audit.entries(request_id=meta["request"]["request_id"], event="job.failed")
+        started = node.audit.entries(event="site.started")[-1].details
+        assert (started["jobs_restored"], started["jobs_interrupted"]) == (3, 1)
+        assert node.audit.verify().ok
