@@ -32,6 +32,11 @@ residual degrees of freedom are below ``threshold``; when there are more than
 ``threshold``; for a count outcome, when the events number fewer than ``threshold``; and when
 an indicator (0/1) design column is 1, or 0, for fewer than ``threshold`` observations (so no
 small cell of the design, such as exposed women, can be read from XᵀWX).
+
+**Survival grids** (:mod:`fedflow.core.survival`) are released whole or refused: refused when
+a group has fewer than ``threshold`` persons, or when any grid point holds between 1 and
+``threshold - 1`` events or censorings (a coarser grid, which the researcher asks for, cures
+it). Suppressing a cell instead would change the numbers at risk after it.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from enum import StrEnum
 import numpy as np
 import pyarrow as pa
 
-from fedflow.core import frequency, regression, summary
+from fedflow.core import frequency, regression, summary, survival
 from fedflow.core.analysis import OutputKind
 from fedflow.core.errors import InvalidRequest
 from governance.errors import PolicyInvalid
@@ -56,6 +61,7 @@ __all__ = [
     "check_frequency",
     "check_regression",
     "check_summary",
+    "check_survival",
 ]
 
 _TOLERANCE = 1e-9
@@ -95,6 +101,8 @@ def check(
         return check_summary(table, threshold=threshold, release_extremes=release_extremes)
     if kind is OutputKind.REGRESSION:
         return check_regression(table, threshold=threshold)
+    if kind is OutputKind.SURVIVAL:
+        return check_survival(table, threshold=threshold)
     return _refused(f"the airlock has no disclosure rules for output kind {kind.value!r}")
 
 
@@ -343,6 +351,39 @@ def check_regression(table: pa.Table, *, threshold: int) -> AirlockResult:
             reasons.append(
                 f"indicator column {column!r} has a cell below the threshold of {threshold}"
             )
+    if reasons:
+        return AirlockResult(Outcome.REFUSED, None, 0, tuple(reasons))
+    return AirlockResult(Outcome.RELEASED, table, 0, ())
+
+
+# -- survival grids --------------------------------------------------------------------------
+
+
+def check_survival(table: pa.Table, *, threshold: int) -> AirlockResult:
+    """Release a gridded survival partial whole, or refuse it (see the module docstring)."""
+    _check_threshold(threshold)
+    try:
+        survival.validate(table)
+    except InvalidRequest as exc:
+        return _refused(f"not a valid survival partial: {exc.message}")
+    reasons = []
+    totals: dict[str, int] = defaultdict(int)
+    small: dict[str, int] = defaultdict(int)
+    for row in table.to_pylist():
+        totals[row["group"]] += row["events"] + row["censored"]
+        for count in (row["events"], row["censored"]):
+            if 0 < count < threshold:
+                small[row["group"]] += 1
+    for group, total in sorted(totals.items()):
+        if total < threshold:
+            reasons.append(
+                f"group {group!r}: {total} persons is below the threshold of {threshold}"
+            )
+    for group, cells in sorted(small.items()):
+        reasons.append(
+            f"group {group!r}: {cells} grid cells below the threshold of {threshold} "
+            "(ask for a coarser grid)"
+        )
     if reasons:
         return AirlockResult(Outcome.REFUSED, None, 0, tuple(reasons))
     return AirlockResult(Outcome.RELEASED, table, 0, ())

@@ -2,7 +2,8 @@
 
 ``fedflow run <analysis>`` runs one federated step. Iterative methods, which run one step per
 round, are dispatched by name (:data:`ITERATIVE`): ``fedflow run glm`` fits a GLM by federated
-IRLS (:mod:`flows.glm`), with the model in ``--params``.
+IRLS (:mod:`flows.glm`), with the model in ``--params``; ``fedflow run km`` runs
+``kaplan_meier`` and adds the log-rank test (:mod:`flows.km`).
 """
 
 from __future__ import annotations
@@ -21,11 +22,15 @@ from fedflow.core import FedflowError
 from fedflow.core.registry import default_registry
 from flows import QuorumNotMet, prefect_api, run_analysis
 from flows.glm import GlmFit, GlmOptions, fit_glm
+from flows.km import run_km
 
 __all__ = ["ITERATIVE", "analyses", "run"]
 
-ITERATIVE = {"glm": "exact GLM by federated IRLS (flows.glm); params: GlmOptions"}
-"""Methods ``fedflow run`` dispatches to an iterative flow instead of a single step."""
+ITERATIVE = {
+    "glm": "exact GLM by federated IRLS (flows.glm); params: GlmOptions",
+    "km": "Kaplan-Meier curves and log-rank test (flows.km); params: kaplan_meier's",
+}
+"""Methods ``fedflow run`` dispatches to a flow of their own instead of a single step."""
 
 
 def run(
@@ -68,6 +73,16 @@ def run(
                     **options.model_dump(exclude={"formula", "family"}),
                 )
                 _show_fit(console, fit, output)
+                return
+            if analysis == "km":
+                km = run_km(
+                    parsed, federation=federation, dataset=dataset, min_sites=min_sites, token=token
+                )
+                if output == "json":
+                    typer.echo(json.dumps(km.to_dict(), indent=2, default=str))
+                else:
+                    show_result(console, km.step)
+                    console.print(f"log-rank: {km.logrank}")
                 return
             result = run_analysis(
                 analysis,

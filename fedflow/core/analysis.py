@@ -38,6 +38,8 @@ class OutputKind(StrEnum):
     """Count, moments, extremes and sketch of a variable; see :mod:`fedflow.core.summary`."""
     REGRESSION = "regression"
     """Sufficient statistics of one GLM round; see :mod:`fedflow.core.regression`."""
+    SURVIVAL = "survival"
+    """Events and censorings per group on a time grid; see :mod:`fedflow.core.survival`."""
 
 
 class Params(BaseModel):
