@@ -15,7 +15,7 @@ from executors.errors import (
     StorageError,
 )
 from executors.node import SiteNode
-from executors.transport import InProcessSiteTransport, SiteTransport
+from executors.transport import HttpsSiteTransport, InProcessSiteTransport, SiteTransport
 
 __all__ = [
     "AnalysisFailed",
@@ -23,6 +23,7 @@ __all__ = [
     "CorruptObject",
     "Dataset",
     "DatasetNotFound",
+    "HttpsSiteTransport",
     "InProcessSiteTransport",
     "JobNotFound",
     "ObjectNotFound",

@@ -1,4 +1,4 @@
-"""Governance: identity, site policy (pre-gate), airlock (post-gate), audit log."""
+"""Governance: identity, site policy (pre-gate), airlock (post-gate), receipts, audit log."""
 
 from governance.airlock import AirlockResult, Outcome, check, check_frequency, check_summary
 from governance.audit import GENESIS, AuditEntry, AuditLog, AuditReport
@@ -8,6 +8,7 @@ from governance.errors import (
     GovernanceError,
     IssuerKeyInvalid,
     PolicyInvalid,
+    ReceiptInvalid,
     TokenRejected,
 )
 from governance.identity import (
@@ -17,6 +18,7 @@ from governance.identity import (
     issue_token,
     verify_token,
 )
+from governance.receipts import ReceiptKey, verify_release
 
 __all__ = [
     "GENESIS",
@@ -32,11 +34,14 @@ __all__ = [
     "IssuerKeyInvalid",
     "Outcome",
     "PolicyInvalid",
+    "ReceiptInvalid",
+    "ReceiptKey",
     "TokenRejected",
     "TrustedIssuer",
     "check",
     "check_frequency",
     "check_summary",
     "issue_token",
+    "verify_release",
     "verify_token",
 ]

@@ -8,6 +8,7 @@
         │                                         ``reason`` says why (see REASONS)
         ├── PolicyInvalid (ConfigError)           a site policy file is invalid
         ├── IssuerKeyInvalid (ConfigError)        a key file is not an Ed25519 key
+        ├── ReceiptInvalid (PermissionError)      a release's receipt does not verify
         └── AuditError                            an audit log cannot be opened or written
 
 Messages carry context (``site``, ``request_id``, ``reason``) and never a token, a key or a
@@ -26,6 +27,7 @@ __all__ = [
     "GovernanceError",
     "IssuerKeyInvalid",
     "PolicyInvalid",
+    "ReceiptInvalid",
     "TokenRejected",
 ]
 
@@ -75,3 +77,7 @@ class IssuerKeyInvalid(GovernanceError, ConfigError):
 
 class AuditError(GovernanceError):
     """An audit log cannot be opened, read or appended to."""
+
+
+class ReceiptInvalid(GovernanceError, PermissionError):
+    """A release's receipt is missing, not signed by the pinned key, or does not match it."""

@@ -21,13 +21,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from fedflow.core.digest import digest_bytes
 from fedflow.core.messages import Receipt, Release, Request
-from governance.errors import GovernanceError, IssuerKeyInvalid
+from governance.errors import IssuerKeyInvalid, ReceiptInvalid
 
-__all__ = ["ReceiptInvalid", "ReceiptKey", "key_id", "load_public_key", "verify_release"]
-
-
-class ReceiptInvalid(GovernanceError, PermissionError):
-    """A release's receipt is missing, not signed by the pinned key, or does not match it."""
+__all__ = ["ReceiptKey", "key_id", "load_public_key", "verify_release"]
 
 
 def key_id(public_pem: bytes) -> str:

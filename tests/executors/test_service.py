@@ -45,8 +45,9 @@ from flows.errors import ProfileInvalid
 from flows.federation import Federation
 from flows.steps import gate_after
 from governance.audit import AuditLog
+from governance.errors import ReceiptInvalid
 from governance.identity import IssuerKey, issue_token
-from governance.receipts import ReceiptInvalid, verify_release
+from governance.receipts import verify_release
 
 pytestmark = pytest.mark.integration
 
@@ -442,8 +443,8 @@ def test_a_killed_site_is_reported_failed_by_name_and_the_quorum_decides(
 
 def test_fuzzing_from_the_openapi_document_finds_no_5xx(federation: Federated) -> None:
     """Schemathesis generates valid and invalid calls for every operation the site publishes."""
-    schemathesis = pytest.importorskip("schemathesis")
     import requests
+    import schemathesis
     from hypothesis import HealthCheck, given, settings
     from hypothesis.errors import Unsatisfiable
 

@@ -12,8 +12,8 @@ from fedflow.core import to_ipc
 from fedflow.core.analysis import AnalysisRef
 from fedflow.core.digest import digest_bytes
 from fedflow.core.messages import Release, ReleaseOutcome, Request
-from governance.errors import IssuerKeyInvalid
-from governance.receipts import ReceiptInvalid, ReceiptKey, verify_release
+from governance.errors import IssuerKeyInvalid, ReceiptInvalid
+from governance.receipts import ReceiptKey, verify_release
 
 
 def _request() -> Request:
