@@ -29,15 +29,6 @@ import numpy as np
 RESULTS = Path(__file__).parent / "results" / "glm.json"
 
 
-def _register_regression_validator() -> None:
-    # The site node validates partials by output kind; until executors/node.py lists
-    # OutputKind.REGRESSION (requested from the lead), add the validator for this process.
-    import executors.node
-    from fedflow.core import OutputKind, regression
-
-    executors.node._VALIDATORS.setdefault(OutputKind.REGRESSION, regression.validate)
-
-
 def newton_numpy(x: np.ndarray, y: np.ndarray, tol: float = 1e-10) -> tuple[np.ndarray, int]:
     """A pooled logistic Newton fit written with numpy: the baseline of the issue's target."""
     beta = np.zeros(x.shape[1])
@@ -173,7 +164,6 @@ def main() -> None:
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    _register_regression_validator()
     results: dict[str, Any] = {"load_average_start": os.getloadavg()[0], "cpus": os.cpu_count()}
     parser = argparse.ArgumentParser(description="Benchmark the exact federated GLM.")
     parser.add_argument("--sites", type=int, nargs="+", default=[3, 10])

@@ -38,9 +38,7 @@ from fedflow.core import (
     FedflowError,
     TableColumns,
     digest_json,
-    frequency,
     from_ipc,
-    summary,
     to_ipc,
 )
 from fedflow.core.analysis import AnalysisRef, OutputKind
@@ -55,6 +53,7 @@ from fedflow.core.messages import (
     SiteInfo,
     Verdict,
 )
+from fedflow.core.outputs import validate as validate_output
 from fedflow.core.registry import AnalysisRegistry, default_registry
 from governance.airlock import check as airlock_check
 from governance.audit import AuditLog
@@ -66,8 +65,6 @@ from governance.receipts import ReceiptKey
 __all__ = ["SiteNode"]
 
 log = logging.getLogger(__name__)
-
-_VALIDATORS = {OutputKind.FREQUENCY: frequency.validate, OutputKind.SUMMARY: summary.validate}
 
 
 @dataclass(frozen=True)
@@ -369,7 +366,7 @@ class SiteNode:
         assert plan.analysis is not None and plan.dataset is not None and plan.tables is not None
         try:
             partial = self.cluster.run(plan.analysis, plan.params, plan.dataset, plan.tables)
-            _VALIDATORS[job.output](partial)
+            validate_output(job.output, partial)
         except Exception as exc:  # the analysis is foreign code: any failure is the job's
             message = exc.message if isinstance(exc, FedflowError) else type(exc).__name__
             log.warning("job %s of %s failed: %s", job.job_id, job.analysis, message)

@@ -11,8 +11,6 @@ import pytest
 import statsmodels.api as sm
 from formulaic import model_matrix
 
-import executors.node
-from fedflow.core import OutputKind, regression
 from flows import SiteStatus, connect
 from flows.analyses.glm_round import GlmRound, used_columns
 from flows.analyses.glm_table import derive
@@ -55,14 +53,6 @@ TABLES: dict[str, list[str] | str] = {
     ],
     "concept_ancestor": "*",
 }
-
-
-@pytest.fixture(autouse=True)
-def _site_validates_regression(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The site node validates a partial before quarantine by output kind; until
-    # executors/node.py lists OutputKind.REGRESSION (requested from the lead), add it here.
-    if OutputKind.REGRESSION not in executors.node._VALIDATORS:
-        monkeypatch.setitem(executors.node._VALIDATORS, OutputKind.REGRESSION, regression.validate)
 
 
 def _sites(shares: tuple[float, ...], threshold: int = 1) -> list[DemoSite]:

@@ -13,7 +13,6 @@ from lifelines import KaplanMeierFitter
 from lifelines.statistics import multivariate_logrank_test
 from typer.testing import CliRunner
 
-import executors.node
 from fedflow.cli import app
 from fedflow.core import OutputKind, survival
 from flows import QuorumNotMet, SiteStatus, connect, run_analysis
@@ -46,13 +45,6 @@ TABLES: dict[str, list[str] | str] = {
     "observation_period": ["person_id", "observation_period_end_date"],
     "concept_ancestor": "*",
 }
-
-
-@pytest.fixture(autouse=True)
-def _site_validates_survival(monkeypatch: pytest.MonkeyPatch) -> None:
-    # As in test_glm: until executors/node.py validates OutputKind.SURVIVAL (asked of the lead).
-    if OutputKind.SURVIVAL not in executors.node._VALIDATORS:
-        monkeypatch.setitem(executors.node._VALIDATORS, OutputKind.SURVIVAL, survival.validate)
 
 
 def _sites(shares: tuple[float, ...], threshold: int) -> list[DemoSite]:
