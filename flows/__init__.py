@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from flows.errors import FlowError, ProfileInvalid, QuorumNotMet
     from flows.federated import federated_analysis, run_analysis
     from flows.federation import Federation, FederationSession, connect
+    from flows.glm import GlmFit, fit_glm
+    from flows.km import KmResult, run_km
     from flows.outcomes import FederatedResult, SiteOutcome, SiteStatus
     from flows.server import prefect_api
 
@@ -47,6 +49,10 @@ _EXPORTS = {
     "Federation": "flows.federation",
     "FederationSession": "flows.federation",
     "connect": "flows.federation",
+    "GlmFit": "flows.glm",
+    "fit_glm": "flows.glm",
+    "KmResult": "flows.km",
+    "run_km": "flows.km",
     "FederatedResult": "flows.outcomes",
     "SiteOutcome": "flows.outcomes",
     "SiteStatus": "flows.outcomes",
@@ -59,6 +65,8 @@ __all__ = [
     "Federation",
     "FederationSession",
     "FlowError",
+    "GlmFit",
+    "KmResult",
     "OutputKind",
     "Params",
     "ProfileInvalid",
@@ -69,10 +77,12 @@ __all__ = [
     "connect",
     "default_registry",
     "federated_analysis",
+    "fit_glm",
     "frequency",
     "prefect_api",
     "register",
     "run_analysis",
+    "run_km",
     "summary",
 ]
 

@@ -1,6 +1,14 @@
 """Governance: identity, site policy (pre-gate), airlock (post-gate), receipts, audit log."""
 
-from governance.airlock import AirlockResult, Outcome, check, check_frequency, check_summary
+from governance.airlock import (
+    AirlockResult,
+    Outcome,
+    check,
+    check_frequency,
+    check_regression,
+    check_summary,
+    check_survival,
+)
 from governance.audit import GENESIS, AuditEntry, AuditLog, AuditReport
 from governance.errors import (
     TOKEN_REJECTION_REASONS,
@@ -40,7 +48,9 @@ __all__ = [
     "TrustedIssuer",
     "check",
     "check_frequency",
+    "check_regression",
     "check_summary",
+    "check_survival",
     "issue_token",
     "verify_release",
     "verify_token",
