@@ -187,15 +187,7 @@ def build_demo(
         entries.append(
             {"name": site.name, "transport": "in-process", "config": f"sites/{site.name}/site.yaml"}
         )
-    profile = {
-        "name": FEDERATION,
-        "dataset": "omop",
-        "token_file": "researcher.token",
-        "state_dir": "orchestrator",
-        "sites": entries,
-    }
-    _write_yaml(root / "federation.yaml", profile)
-    return root / "federation.yaml"
+    return _write_profile(root / "federation.yaml", entries)
 
 
 def write_https_profile(
@@ -239,15 +231,7 @@ def write_https_profile(
             }
         )
     assert client.cert.exists()
-    profile = {
-        "name": FEDERATION,
-        "dataset": "omop",
-        "token_file": "researcher.token",
-        "state_dir": "orchestrator",
-        "sites": entries,
-    }
-    _write_yaml(root / "federation-https.yaml", profile)
-    return root / "federation-https.yaml"
+    return _write_profile(root / "federation-https.yaml", entries)
 
 
 def pool(parts: Sequence[Mapping[str, pa.Table]]) -> dict[str, pa.Table]:
@@ -329,6 +313,19 @@ def run_example(
         print(f"  {outcome.site}: {outcome.status.value} {'; '.join(outcome.reasons)}")
     print(result.result)
     return result
+
+
+def _write_profile(path: Path, entries: list[dict[str, Any]]) -> Path:
+    """Write the demo's federation profile with these site entries; return its path."""
+    profile = {
+        "name": FEDERATION,
+        "dataset": "omop",
+        "token_file": "researcher.token",
+        "state_dir": "orchestrator",
+        "sites": entries,
+    }
+    _write_yaml(path, profile)
+    return path
 
 
 def _write_yaml(path: Path, value: Any) -> None:

@@ -35,12 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from executors import InProcessSiteTransport, SiteConfig, SiteNode, SiteTransport
 from executors.transport import HttpsSiteTransport
 from fedflow.core import ConfigError
+from fedflow.core.configfile import describe_problems, read_yaml_mapping
 from flows.errors import ProfileInvalid
 from governance.audit import AuditLog
 
@@ -122,24 +122,11 @@ class Federation(BaseModel):
     def load(cls, path: Path) -> Federation:
         """Read and validate a profile, resolving paths against its folder."""
         path = path.resolve()
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise ProfileInvalid(f"cannot read federation profile {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ProfileInvalid(
-                f"profile {path} is not valid YAML ({type(exc).__name__})"
-            ) from None
-        if not isinstance(raw, dict):
-            raise ProfileInvalid(f"profile {path} must be a mapping")
+        raw = read_yaml_mapping(path, error=ProfileInvalid, what="federation profile")
         try:
             profile = cls.model_validate(raw)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
-                for e in exc.errors(include_input=False, include_url=False)
-            )
-            raise ProfileInvalid(f"profile {path} is invalid: {problems}") from None
+            raise ProfileInvalid(f"profile {path} is invalid: {describe_problems(exc)}") from None
         base = path.parent
         return profile.model_copy(
             update={

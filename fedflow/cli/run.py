@@ -19,6 +19,7 @@ from rich.table import Table
 
 from fedflow.cli.render import make_console, outcome_table, show_result
 from fedflow.core import FedflowError
+from fedflow.core.configfile import describe_problems
 from fedflow.core.registry import default_registry
 from flows import QuorumNotMet, prefect_api, run_analysis
 from flows.glm import GlmFit, GlmOptions, fit_glm
@@ -124,11 +125,7 @@ def _glm_options(parsed: dict[str, Any]) -> GlmOptions:
     try:
         return GlmOptions.model_validate(parsed)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
-            for err in exc.errors(include_input=False, include_url=False)
-        )
-        raise typer.BadParameter(problems, param_hint="--params") from None
+        raise typer.BadParameter(describe_problems(exc), param_hint="--params") from None
 
 
 def _show_fit(console: Console, fit: GlmFit, output: str) -> None:

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from fedflow.core.configfile import describe_problems
 from fedflow.core.digest import digest_bytes
 from fedflow.core.errors import InvalidParameters
 
@@ -102,12 +103,8 @@ class Analysis(ABC, Generic[P]):
         try:
             return self.params_model.model_validate(dict(raw))  # type: ignore[return-value]
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
-                for err in exc.errors(include_input=False, include_url=False)
-            )
             raise InvalidParameters(
-                f"invalid parameters for {self.name}@{self.version}: {problems}",
+                f"invalid parameters for {self.name}@{self.version}: {describe_problems(exc)}",
                 reason="invalid_parameters",
             ) from None
 
