@@ -11,6 +11,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import dask
 import pyarrow as pa
 from distributed import Client, Future, LocalCluster
 
@@ -25,6 +26,12 @@ log = logging.getLogger(__name__)
 
 MERGE_FAN_IN = 4
 LOOPBACK_ANY_PORT = "127.0.0.1:0"
+# The statistical profiler only feeds the dashboard, which is off. It also calls
+# sys._current_frames() every 10 ms from each worker's event loop; with several in-process
+# clusters (the demo, the tests) two such calls can meet a garbage-collector callback and
+# deadlock the interpreter on CPython before 3.11.9 (cpython#106883): every thread then waits
+# for the GIL.
+WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
 
 
 class SiteCluster:
@@ -40,16 +47,17 @@ class SiteCluster:
             # on loopback only. The scheduler and workers still serve HTTP (health, metrics):
             # bound to loopback, with the dashboard off, so a site exposes nothing by default.
             network = {"host": "127.0.0.1"} if config.processes else {}
-            self._cluster = LocalCluster(
-                n_workers=config.workers,
-                threads_per_worker=config.threads_per_worker,
-                processes=config.processes,
-                dashboard_address=LOOPBACK_ANY_PORT,
-                worker_dashboard_address=LOOPBACK_ANY_PORT,
-                scheduler_kwargs={"dashboard": False},
-                name=name,
-                **network,
-            )
+            with dask.config.set(WORKER_CONFIG):
+                self._cluster = LocalCluster(
+                    n_workers=config.workers,
+                    threads_per_worker=config.threads_per_worker,
+                    processes=config.processes,
+                    dashboard_address=LOOPBACK_ANY_PORT,
+                    worker_dashboard_address=LOOPBACK_ANY_PORT,
+                    scheduler_kwargs={"dashboard": False},
+                    name=name,
+                    **network,
+                )
             self.client = Client(self._cluster, set_as_default=False)
         log.info("site %s uses Dask scheduler %s", name, self.address)
 
