@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,6 +17,28 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+
+# No single test may run longer than this. A watchdog thread in C (faulthandler) enforces it:
+# it needs no GIL, so it also ends an interpreter-level deadlock, printing every thread's stack
+# and exiting, instead of letting the suite hang until CI gives up.
+TEST_LIMIT_SECONDS = float(os.environ.get("FEDFLOW_TEST_LIMIT_SECONDS", "600"))
+_watchdog_stream = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _watchdog_stream
+    # A copy of the real stderr: pytest captures fd 2 while a test runs.
+    _watchdog_stream = os.fdopen(os.dup(sys.stderr.fileno()), "w")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    assert _watchdog_stream is not None
+    faulthandler.dump_traceback_later(TEST_LIMIT_SECONDS, exit=True, file=_watchdog_stream)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture(scope="session")
