@@ -7,9 +7,11 @@ refusals below are refusals by the real TLS stack, the real service and the real
 
 from __future__ import annotations
 
+import contextvars
 import json
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,6 +22,8 @@ import httpx
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+import yaml
+from distributed import LocalCluster
 
 from executors import JobNotFound, RequestRefused, SiteConfig, SiteUnavailable
 from executors.pki import init_ca, issue
@@ -417,28 +421,61 @@ def test_what_leaves_a_site_holds_no_person_ids_or_birth_dates(federation: Feder
         assert not [d for d in births if any(d in t for t in texts)], f"birth dates left {site}"
 
 
-def test_a_killed_site_is_reported_failed_by_name_and_the_quorum_decides(
+def test_a_site_killed_mid_run_is_reported_failed_by_name_and_the_quorum_decides(
     federation: Federated,
     prefect_server,  # type: ignore[no-untyped-def]
 ) -> None:
+    """The site is killed while its job is on its Dask cluster, then stays down.
+
+    To catch the site mid-run deterministically, it is restarted on a real Dask scheduler that
+    has no workers: the job it accepts is visible on the scheduler and never finishes. The
+    test kills the site process (SIGKILL) the moment the scheduler holds its tasks.
+    """
     site = "uk-registry"
-    process = federation.processes[site]
-    process.kill()  # SIGKILL: the crash
-    try:
-        with connect(federation.https) as session:
-            result = run_analysis("cohort_count", GI_BLEED, federation=session, min_sites=2)
-            by_site = {o.site: o for o in result.outcomes}
-            assert by_site[site].status is SiteStatus.FAILED
-            assert "cannot reach the site" in by_site[site].reasons[0]
-            assert result.sites_contributing == ["eu-hospital", "us-clinic"]
-            with pytest.raises(QuorumNotMet) as refused:
-                run_analysis("cohort_count", GI_BLEED, federation=session, min_sites=3)
-            failed = [o.site for o in refused.value.outcomes if o.status is SiteStatus.FAILED]
-            assert failed == [site]
-    finally:
-        restarted = SiteProcess(process.config, port=process.port, log=process.log)
-        federation.processes[site] = restarted
-        restarted.start().wait_healthy(federation.transport(site, timeout=2.0).health)
+    original = federation.processes[site]
+    config = original.config.with_name("site-stalled.yaml")
+    stalled_yaml = yaml.safe_load(original.config.read_text())
+    with LocalCluster(
+        n_workers=0, processes=False, protocol="tcp", host="127.0.0.1", dashboard_address=None
+    ) as scheduler:
+        stalled_yaml["dask"] = {"scheduler_address": scheduler.scheduler_address}
+        config.write_text(yaml.safe_dump(stalled_yaml))
+        original.stop()
+        stalled = SiteProcess(config, port=original.port, log=original.log)
+        federation.processes[site] = stalled
+        stalled.start().wait_healthy(federation.transport(site, timeout=2.0).health)
+        try:
+            with connect(federation.https) as session, ThreadPoolExecutor(1) as pool:
+                running = pool.submit(
+                    contextvars.copy_context().run,  # the Prefect settings of this test
+                    run_analysis,
+                    "cohort_count",
+                    GI_BLEED,
+                    federation=session,
+                    min_sites=2,
+                )
+                deadline = time.monotonic() + 120
+                while not scheduler.scheduler.tasks:
+                    assert not running.done(), "the flow ended before the site's job started"
+                    assert time.monotonic() < deadline, "the site's job never reached Dask"
+                    time.sleep(0.05)
+                stalled.kill()  # SIGKILL mid-run: the crash
+                result = running.result(timeout=300)
+                by_site = {o.site: o for o in result.outcomes}
+                assert by_site[site].status is SiteStatus.FAILED
+                assert by_site[site].stage == "run"
+                assert "cannot reach the site" in by_site[site].reasons[0]
+                assert result.sites_contributing == ["eu-hospital", "us-clinic"]
+                # Still down: a step that needs every site is refused, naming the failed one.
+                with pytest.raises(QuorumNotMet) as refused:
+                    run_analysis("cohort_count", GI_BLEED, federation=session, min_sites=3)
+                failed = [o.site for o in refused.value.outcomes if o.status is SiteStatus.FAILED]
+                assert failed == [site]
+        finally:
+            stalled.kill()
+            restarted = SiteProcess(original.config, port=original.port, log=original.log)
+            federation.processes[site] = restarted
+            restarted.start().wait_healthy(federation.transport(site, timeout=2.0).health)
 
 
 def test_fuzzing_from_the_openapi_document_finds_no_5xx(federation: Federated) -> None:
