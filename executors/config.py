@@ -68,13 +68,20 @@ class TrustedIssuerConfig(_Config):
 
 
 class ServiceConfig(_Config):
-    """How the site service listens (``fedflow site serve``)."""
+    """How the site service listens (``fedflow site serve``) and what it accepts."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8443, ge=0, le=65535)
     tls_cert: Path | None = None
     tls_key: Path | None = None
     client_ca: Path | None = None
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, le=1 << 30)
+    """Largest request body accepted (413 past it)."""
+    max_running_jobs: int = Field(default=4, ge=1, le=1024)
+    """Jobs that may run at once; more get 429 with ``Retry-After``."""
+    retry_after_s: int = Field(default=5, ge=1, le=3600)
+    graceful_timeout_s: float = Field(default=5.0, ge=0, le=3600)
+    """On SIGTERM, how long open connections get to finish before the node stops."""
 
 
 class AuditConfig(_Config):

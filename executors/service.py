@@ -39,7 +39,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -49,6 +48,7 @@ from fastapi import Path as PathParam
 from fastapi import Request as HttpRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -56,12 +56,12 @@ from executors.config import ServiceConfig, SiteConfig
 from executors.errors import JobNotFound, RequestRefused, SiteError, SiteUnavailable
 from executors.node import SiteNode
 from fedflow.core import ConfigError, FedflowError, InvalidRequest, PayloadTooLarge
+from fedflow.core.configfile import describe_problems
 from fedflow.core.messages import Decision, JobStatus, Release, Request, SiteInfo
 
 __all__ = [
     "API_PREFIX",
     "ARROW_STREAM",
-    "ServiceLimits",
     "create_app",
     "main",
     "serve",
@@ -86,15 +86,6 @@ def _bearer(authorization: str | None) -> str:
             reasons=("no bearer token",),
         )
     return token.strip()
-
-
-@dataclass(frozen=True)
-class ServiceLimits:
-    """What the service accepts: body size and concurrent jobs (more get 429 + Retry-After)."""
-
-    max_body_bytes: int = 1 << 20
-    max_running_jobs: int = 4
-    retry_after_s: int = 5
 
 
 def status_of(exc: FedflowError) -> int:
@@ -177,10 +168,13 @@ def _access_log(app: FastAPI) -> None:
 
 
 def create_app(
-    node: Callable[[], SiteNode] | SiteNode, limits: ServiceLimits | None = None
+    node: Callable[[], SiteNode] | SiteNode, limits: ServiceConfig | None = None
 ) -> FastAPI:
-    """The ASGI app for one site; ``node`` is a node or a factory called at start-up."""
-    limits = limits or ServiceLimits()
+    """The ASGI app for one site; ``node`` is a node or a factory called at start-up.
+
+    ``limits`` gives the body-size, concurrency and retry limits (defaults when absent).
+    """
+    limits = limits or ServiceConfig()
     submit_lock = threading.Lock()
 
     @asynccontextmanager
@@ -326,21 +320,26 @@ def create_app(
 def serve(
     config_path: Path,
     *,
-    host: str | None = None,
-    port: int | None = None,
     allow_insecure_http: bool = False,
-    limits: ServiceLimits | None = None,
-    graceful_timeout: float = 5.0,
+    **overrides: Any,
 ) -> None:
     """Run the site service for ``config_path`` until SIGINT or SIGTERM.
 
-    On a signal, open HTTP connections get ``graceful_timeout`` seconds to finish; then the
-    node stops taking jobs, lets running jobs finish into quarantine and audits the stop.
+    ``overrides`` replace fields of the file's ``service`` section (``host``, ``port``,
+    ``max_body_bytes``, ...; ``None`` keeps the file's value) and are validated like it. On a
+    signal, open HTTP connections get ``graceful_timeout_s`` seconds to finish; then the node
+    stops taking jobs, lets running jobs finish into quarantine and audits the stop.
     """
     import uvicorn
 
     config = SiteConfig.load(config_path)
     service = config.service or ServiceConfig()
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if changes:
+        try:
+            service = ServiceConfig.model_validate({**service.model_dump(), **changes})
+        except ValidationError as exc:
+            raise ConfigError(f"site {config.site}: {describe_problems(exc)}") from None
     tls = (service.tls_cert, service.tls_key, service.client_ca)
     if any(tls) and not all(tls):
         raise ConfigError("service: tls_cert, tls_key and client_ca go together")
@@ -357,17 +356,17 @@ def serve(
             "ssl_ca_certs": str(service.client_ca),
             "ssl_cert_reqs": ssl.CERT_REQUIRED,
         }
-    app = create_app(lambda: SiteNode(config), limits)
+    app = create_app(lambda: SiteNode(config), service)
     uvicorn.Server(
         uvicorn.Config(
             app,
-            host=host or service.host,
-            port=service.port if port is None else port,
+            host=service.host,
+            port=service.port,
             log_config=None,
             access_log=False,
             server_header=False,
             timeout_keep_alive=5,
-            timeout_graceful_shutdown=int(graceful_timeout),
+            timeout_graceful_shutdown=int(service.graceful_timeout_s),
             limit_concurrency=64,
             h11_max_incomplete_event_size=64 * 1024,
             **settings,
@@ -386,8 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
     parser.add_argument("--allow-insecure-http", action="store_true")
-    parser.add_argument("--max-body-bytes", type=int, default=ServiceLimits.max_body_bytes)
-    parser.add_argument("--max-running-jobs", type=int, default=ServiceLimits.max_running_jobs)
+    parser.add_argument("--max-body-bytes", type=int)
+    parser.add_argument("--max-running-jobs", type=int)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("executors").setLevel(logging.INFO)
@@ -397,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
             host=args.host,
             port=args.port,
             allow_insecure_http=args.allow_insecure_http,
-            limits=ServiceLimits(args.max_body_bytes, args.max_running_jobs),
+            max_body_bytes=args.max_body_bytes,
+            max_running_jobs=args.max_running_jobs,
         )
     except FedflowError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from executors.config import SiteConfig
-from executors.service import ServiceLimits, create_app, serve
+from executors.service import create_app, serve
 from fedflow.core import FedflowError
 from governance.receipts import ReceiptKey
 
@@ -35,10 +35,12 @@ def serve_command(
             "--allow-insecure-http", help="Serve plain HTTP without TLS (local development only)."
         ),
     ] = False,
-    max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted.")] = 1 << 20,
+    max_body_bytes: Annotated[
+        int | None, typer.Option(help="Override service.max_body_bytes (default 1 MiB).")
+    ] = None,
     max_running_jobs: Annotated[
-        int, typer.Option(help="Jobs that may run at once; more get 429 with Retry-After.")
-    ] = 4,
+        int | None, typer.Option(help="Override service.max_running_jobs (default 4).")
+    ] = None,
 ) -> None:
     """Serve the site protocol over HTTPS with mutual TLS until SIGTERM or Ctrl-C."""
     logging.getLogger("executors").setLevel(logging.INFO)
@@ -48,7 +50,8 @@ def serve_command(
             host=host,
             port=port,
             allow_insecure_http=allow_insecure_http,
-            limits=ServiceLimits(max_body_bytes=max_body_bytes, max_running_jobs=max_running_jobs),
+            max_body_bytes=max_body_bytes,
+            max_running_jobs=max_running_jobs,
         )
     except FedflowError as exc:
         typer.echo(f"error: {exc}", err=True)

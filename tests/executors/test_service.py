@@ -319,6 +319,24 @@ def test_oversized_and_malformed_requests_get_clear_4xx_and_are_audited(
     assert transport.health()["status"] == "ok"
 
 
+def test_service_limits_are_read_from_site_yaml_and_validated(federation: Federated) -> None:
+    original = federation.root / "sites" / "eu-hospital" / "site.yaml"
+    data = yaml.safe_load(original.read_text())
+    data["service"].update(max_body_bytes=4096, max_running_jobs=2, graceful_timeout_s=30)
+    limited = original.with_name("site-limits.yaml")
+    limited.write_text(yaml.safe_dump(data))
+    service = SiteConfig.load(limited).service
+    assert service is not None
+    assert (service.max_body_bytes, service.max_running_jobs) == (4096, 2)
+    # An override from the command line is validated like the file; nothing starts.
+    with pytest.raises(ConfigError, match="max_running_jobs"):
+        serve(limited, max_running_jobs=0)
+    data["service"]["max_body_bytes"] = "lots"
+    limited.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="max_body_bytes"):
+        SiteConfig.load(limited)
+
+
 def test_concurrency_limit_and_graceful_shutdown(federation: Federated) -> None:
     """A fourth process for one site: 429 past its job limit; SIGTERM loses no job or entry."""
     site = "uk-registry"
