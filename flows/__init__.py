@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from fedflow.core import Analysis, OutputKind, Params, TableColumns, frequency, summary
     from fedflow.core.registry import default_registry, register
+    from flows.cox import CoxFit, run_cox
     from flows.errors import FlowError, ProfileInvalid, QuorumNotMet
     from flows.federated import federated_analysis, run_analysis
     from flows.federation import Federation, FederationSession, connect
@@ -41,6 +42,8 @@ _EXPORTS = {
     "summary": "fedflow.core",
     "default_registry": "fedflow.core.registry",
     "register": "fedflow.core.registry",
+    "CoxFit": "flows.cox",
+    "run_cox": "flows.cox",
     "FlowError": "flows.errors",
     "ProfileInvalid": "flows.errors",
     "QuorumNotMet": "flows.errors",
@@ -61,6 +64,7 @@ _EXPORTS = {
 
 __all__ = [
     "Analysis",
+    "CoxFit",
     "FederatedResult",
     "Federation",
     "FederationSession",
@@ -82,6 +86,7 @@ __all__ = [
     "prefect_api",
     "register",
     "run_analysis",
+    "run_cox",
     "run_km",
     "summary",
 ]

@@ -37,6 +37,13 @@ small cell of the design, such as exposed women, can be read from XᵀWX).
 a group has fewer than ``threshold`` persons, or when any grid point holds between 1 and
 ``threshold - 1`` events or censorings (a coarser grid, which the researcher asks for, cures
 it). Suppressing a cell instead would change the numbers at risk after it.
+
+**Cox rounds** (:mod:`fedflow.core.cox`) are released whole or refused, for the reasons of
+both kinds above: refused when the site has fewer than ``threshold`` persons or events; when
+there are more than :data:`MAX_PARAMETERS_PER_OBSERVATION` parameters per event; when any grid
+point holds between 1 and ``threshold - 1`` events or censorings (the events and the risk-set
+sizes per grid point are the same counts a Kaplan-Meier grid shows); and when an indicator
+(0/1) design column is 1, or 0, for fewer than ``threshold`` persons.
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ from enum import StrEnum
 import numpy as np
 import pyarrow as pa
 
-from fedflow.core import frequency, regression, summary, survival
+from fedflow.core import cox, frequency, regression, summary, survival
 from fedflow.core.analysis import OutputKind
 from fedflow.core.errors import InvalidRequest
 from governance.errors import PolicyInvalid
@@ -58,6 +65,7 @@ __all__ = [
     "AirlockResult",
     "Outcome",
     "check",
+    "check_cox",
     "check_frequency",
     "check_regression",
     "check_summary",
@@ -103,6 +111,8 @@ def check(
         return check_regression(table, threshold=threshold)
     if kind is OutputKind.SURVIVAL:
         return check_survival(table, threshold=threshold)
+    if kind is OutputKind.COX:
+        return check_cox(table, threshold=threshold)
     return _refused(f"the airlock has no disclosure rules for output kind {kind.value!r}")
 
 
@@ -384,6 +394,48 @@ def check_survival(table: pa.Table, *, threshold: int) -> AirlockResult:
             f"group {group!r}: {cells} grid cells below the threshold of {threshold} "
             "(ask for a coarser grid)"
         )
+    if reasons:
+        return AirlockResult(Outcome.REFUSED, None, 0, tuple(reasons))
+    return AirlockResult(Outcome.RELEASED, table, 0, ())
+
+
+# -- Cox rounds -----------------------------------------------------------------------------
+
+
+def check_cox(table: pa.Table, *, threshold: int) -> AirlockResult:
+    """Release a Cox round's risk-set sums whole, or refuse them (see the module docstring)."""
+    _check_threshold(threshold)
+    try:
+        cox.validate(table)
+    except InvalidRequest as exc:
+        return _refused(f"not a valid Cox partial: {exc.message}")
+    row = table.to_pylist()[0]
+    events, at_risk = row["events"], row["at_risk"]
+    n, total, p = at_risk[0], sum(events), len(row["columns"])
+    reasons = []
+    if n < threshold:
+        reasons.append(f"{n} persons is below the threshold of {threshold}")
+    if total < threshold:
+        reasons.append(f"{total} events is below the threshold of {threshold}")
+    if total == 0 or p / total > MAX_PARAMETERS_PER_OBSERVATION:
+        reasons.append(
+            f"{p} parameters for {total} events exceeds "
+            f"{MAX_PARAMETERS_PER_OBSERVATION:g} parameters per event"
+        )
+    later = [*at_risk[1:], 0]
+    censored = [r - r_next - e for r, r_next, e in zip(at_risk, later, events, strict=True)]
+    if any(c < 0 for c in censored):
+        return _refused("the Cox partial's numbers at risk do not account for its events")
+    cells = sum(0 < c < threshold for c in (*events, *censored))
+    if cells:
+        reasons.append(
+            f"{cells} grid cells below the threshold of {threshold} (ask for a coarser grid)"
+        )
+    for column, ones in zip(row["columns"], row["indicator_ones"], strict=True):
+        if ones is not None and (0 < ones < threshold or 0 < n - ones < threshold):
+            reasons.append(
+                f"indicator column {column!r} has a cell below the threshold of {threshold}"
+            )
     if reasons:
         return AirlockResult(Outcome.REFUSED, None, 0, tuple(reasons))
     return AirlockResult(Outcome.RELEASED, table, 0, ())

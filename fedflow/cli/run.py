@@ -3,7 +3,9 @@
 ``fedflow run <analysis>`` runs one federated step. Iterative methods, which run one step per
 round, are dispatched by name (:data:`ITERATIVE`): ``fedflow run glm`` fits a GLM by federated
 IRLS (:mod:`flows.glm`), with the model in ``--params``; ``fedflow run km`` runs
-``kaplan_meier`` and adds the log-rank test (:mod:`flows.km`).
+``kaplan_meier`` and adds the log-rank test (:mod:`flows.km`); ``fedflow run cox`` fits a
+Cox model by federated Newton (:mod:`flows.cox`), with ``cox_round``'s parameters plus
+``max_rounds``, ``tol`` and ``confidence`` in ``--params``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from fedflow.core import FedflowError
 from fedflow.core.configfile import describe_problems
 from fedflow.core.registry import default_registry
 from flows import QuorumNotMet, prefect_api, run_analysis
+from flows.cox import CoxFit, CoxOptions, run_cox
 from flows.glm import GlmFit, GlmOptions, fit_glm
 from flows.km import run_km
 
@@ -30,6 +33,7 @@ __all__ = ["ITERATIVE", "analyses", "run"]
 ITERATIVE = {
     "glm": "exact GLM by federated IRLS (flows.glm); params: GlmOptions",
     "km": "Kaplan-Meier curves and log-rank test (flows.km); params: kaplan_meier's",
+    "cox": "Cox proportional hazards by federated Newton (flows.cox); params: cox_round's",
 }
 """Methods ``fedflow run`` dispatches to a flow of their own instead of a single step."""
 
@@ -74,6 +78,18 @@ def run(
                     **options.model_dump(exclude={"formula", "family"}),
                 )
                 _show_fit(console, fit, output)
+                return
+            if analysis == "cox":
+                model, cox_options = _cox_options(parsed)
+                cox_fit = run_cox(
+                    model,
+                    federation=federation,
+                    dataset=dataset,
+                    min_sites=min_sites,
+                    token=token,
+                    **cox_options.model_dump(),
+                )
+                _show_cox(console, cox_fit, output)
                 return
             if analysis == "km":
                 km = run_km(
@@ -126,6 +142,34 @@ def _glm_options(parsed: dict[str, Any]) -> GlmOptions:
         return GlmOptions.model_validate(parsed)
     except ValidationError as exc:
         raise typer.BadParameter(describe_problems(exc), param_hint="--params") from None
+
+
+def _cox_options(parsed: dict[str, Any]) -> tuple[dict[str, Any], CoxOptions]:
+    """Split ``--params`` into the model (``cox_round``'s parameters) and the fit options."""
+    names = set(CoxOptions.model_fields)
+    try:
+        options = CoxOptions.model_validate({k: v for k, v in parsed.items() if k in names})
+    except ValidationError as exc:
+        raise typer.BadParameter(describe_problems(exc), param_hint="--params") from None
+    return {k: v for k, v in parsed.items() if k not in names}, options
+
+
+def _show_cox(console: Console, fit: CoxFit, output: str) -> None:
+    if output == "json":
+        typer.echo(json.dumps(fit.to_dict(), indent=2, default=str))
+        return
+    table = Table(title=f"Cox proportional hazards (Breslow ties): {fit.formula}")
+    for column in fit.coefficients.columns:
+        table.add_column(column, justify="left" if column == "term" else "right")
+    for row in fit.coefficients.iter_rows():
+        table.add_row(row[0], *(f"{v:.6g}" for v in row[1:]))
+    console.print(table)
+    console.print(
+        f"n {fit.n}, events {fit.events}, log partial likelihood {fit.loglik:.6f}, "
+        f"{fit.rounds} rounds, sites: "
+        + ", ".join(f"{r['site']} (n={r['n']}, events={r['events']})" for r in fit.sites.to_dicts())
+    )
+    console.print(outcome_table(fit.outcomes))
 
 
 def _show_fit(console: Console, fit: GlmFit, output: str) -> None:

@@ -41,6 +41,9 @@ class OutputKind(StrEnum):
     """Sufficient statistics of one GLM round; see :mod:`fedflow.core.regression`."""
     SURVIVAL = "survival"
     """Events and censorings per group on a time grid; see :mod:`fedflow.core.survival`."""
+    COX = "cox"
+    """Risk-set sums of one Cox proportional-hazards round on a time grid; see
+    :mod:`fedflow.core.cox`."""
 
 
 class Params(BaseModel):

@@ -111,7 +111,7 @@ class KaplanMeier(Analysis[KaplanMeierParams]):
 
 
 def gridded_persons(tables: Mapping[str, pa.Table], params: KaplanMeierParams) -> pl.DataFrame:
-    """One row per person in the analysis: group, grid interval, and whether it is an event."""
+    """One row per person in the analysis: id, group, grid interval, and whether it is an event."""
     entry = _first(tables, params.entry, "entry_date")
     event = _first(tables, params.event, "event_date")
     periods = _frame(tables["observation_period"])
@@ -136,7 +136,7 @@ def gridded_persons(tables: Mapping[str, pa.Table], params: KaplanMeierParams) -
         pl.min_horizontal(gridded, pl.lit(last)).alias("interval"),
         (pl.col("event_date").is_not_null() & (gridded <= last)).alias("event"),
     )
-    return persons.select("group", "interval", "event")
+    return persons.select("person_id", "group", "interval", "event")
 
 
 def logrank(partial: pa.Table) -> dict[str, float]:

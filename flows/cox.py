@@ -1,0 +1,268 @@
+"""Exact federated Cox proportional hazards (Breslow ties): Newton where each round is one step.
+
+Each round runs ``cox_round`` (:mod:`flows.analyses.cox_round`) at every site with the current
+coefficients; the sites' airlocks check the risk-set sums; the orchestrator adds them up and
+computes the pooled Breslow log partial likelihood, gradient and Hessian
+(:func:`fedflow.core.cox.breslow`), then takes a Newton step, halving it while the
+log-likelihood falls. The first round, at β = 0, also gives the pooled covariate means, which
+every later round subtracts (the same centre at every site, so the sums stay exact). Because
+the sums equal the pooled sums, the fit is the pooled Breslow fit on the gridded data::
+
+    fit = run_cox({"formula": "age + gender + group", "entry": ..., "event": ...,
+                   "groups": {...}, "interval_days": 30, "max_days": 365},
+                  federation=federation)
+    fit.coefficients   # term, estimate, std_error, z, p_value, ci_low, ci_high, hazard_ratio, ...
+
+As with the GLM, the set of contributing sites may not change during a fit
+(:class:`CoxDidNotFit` is raised, naming the round).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+import polars as pl
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from pydantic import BaseModel, ConfigDict, Field
+
+from fedflow.core import cox, from_ipc
+from flows.analyses.cox_round import CoxRoundParams, design_columns
+from flows.errors import FlowError
+from flows.federated import federated_analysis
+from flows.federation import FederationSession, connect, open_session
+from flows.outcomes import SiteOutcome
+
+__all__ = ["CoxDidNotFit", "CoxFit", "CoxOptions", "cox_flow", "newton_step", "run_cox"]
+
+ANALYSIS = "cox_round"
+MAX_HALVINGS = 10
+
+
+class CoxDidNotFit(FlowError):
+    """The federated Cox fit stopped: no convergence, a singular information, or sites changed."""
+
+
+class CoxOptions(BaseModel):
+    """How to fit (what ``fedflow run cox --params`` takes besides ``cox_round``'s params)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_rounds: int = Field(default=25, ge=1, le=100)
+    tol: float = Field(default=1e-10, gt=0, lt=1e-3)
+    confidence: float = Field(default=0.95, gt=0, lt=1)
+
+
+@dataclass(frozen=True)
+class CoxFit:
+    """A fitted federated Cox model."""
+
+    formula: str
+    coefficients: pl.DataFrame
+    """term, estimate, std_error, z, p_value, ci_low, ci_high, hazard_ratio, hr_ci_low/high."""
+    loglik: float
+    loglik_null: float
+    n: int
+    events: int
+    rounds: int
+    sites: pl.DataFrame
+    """Per contributing site: persons and events."""
+    request_ids: list[str] = field(default_factory=list)
+    outcomes: list[SiteOutcome] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready document of the fit."""
+        return {
+            "analysis": "cox",
+            "formula": self.formula,
+            "coefficients": self.coefficients.to_dicts(),
+            "loglik": self.loglik,
+            "loglik_null": self.loglik_null,
+            "likelihood_ratio": 2 * (self.loglik - self.loglik_null),
+            "n": self.n,
+            "events": self.events,
+            "rounds": self.rounds,
+            "sites": self.sites.to_dicts(),
+            "request_ids": self.request_ids,
+        }
+
+
+def newton_step(partial: Any, columns: list[str]) -> tuple[float, np.ndarray, np.ndarray]:
+    """The log-likelihood, Newton step and information matrix of a merged Cox partial."""
+    loglik, gradient, hessian = cox.breslow(partial)
+    information = -hessian
+    rank = int(np.linalg.matrix_rank(information))
+    if rank < len(columns):
+        raise CoxDidNotFit(
+            f"the pooled Cox information is rank-deficient (rank {rank} for {len(columns)} "
+            "columns): drop collinear terms or covariates without events"
+        )
+    return loglik, np.linalg.solve(information, gradient), information
+
+
+@flow(name="cox", flow_run_name="cox")
+def cox_flow(
+    params: dict[str, Any],
+    federation: str,
+    dataset: str | None = None,
+    min_sites: int = 1,
+    max_rounds: int = 25,
+    tol: float = 1e-10,
+    confidence: float = 0.95,
+) -> CoxFit:
+    """Fit a Cox model over the sites of ``federation`` (a profile path) by federated Newton."""
+    logger = get_run_logger()
+    base = CoxRoundParams.model_validate(params)
+    columns = design_columns(base)
+    raw = base.model_dump(mode="json") | {"columns": columns}
+    beta, center = np.zeros(len(columns)), np.zeros(len(columns))
+    contributors: list[str] | None = None
+    request_ids: list[str] = []
+    best: tuple[float, np.ndarray, np.ndarray] | None = None  # loglik, beta, step there
+    loglik_null = math.nan
+    halvings = 0
+    with open_session(federation) as session:
+        for round_no in range(1, max_rounds + 1):
+            values = {"beta": beta.tolist(), "center": center.tolist()}
+            step = federated_analysis(ANALYSIS, raw | values, federation, dataset, None, min_sites)
+            request_ids.append(step.request_id)
+            sites = step.sites_contributing
+            if contributors is not None and sites != contributors:
+                raise CoxDidNotFit(
+                    f"contributing sites changed in round {round_no}: "
+                    f"{', '.join(contributors)} before, {', '.join(sites) or 'none'} now",
+                    request_id=step.request_id,
+                )
+            contributors = sites
+            partial = step.result.to_arrow()
+            if round_no == 1:  # at beta = 0 and no centre, S1 / S0 at time 0 is the mean of x
+                stats = cox.arrays(partial)
+                center = stats["s1"][0] / stats["s0"][0]
+            loglik, newton, information = newton_step(partial, columns)
+            logger.info("round %d: log partial likelihood %.12g", round_no, loglik)
+            if best is not None and loglik < best[0] - 1e-12 * abs(best[0]):
+                halvings += 1
+                if halvings > MAX_HALVINGS:
+                    raise CoxDidNotFit("step-halving did not raise the log-likelihood")
+                beta = (best[1] + beta) / 2  # back toward the better point
+                continue
+            halvings = 0
+            if best is None:
+                loglik_null = loglik
+            best = (loglik, beta, newton)
+            if float(np.max(np.abs(newton))) <= tol * (1 + float(np.max(np.abs(beta)))):
+                fit = _inference(base.formula, columns, beta, information, partial, confidence)
+                fit = _with_sites(
+                    fit, session, step.outcomes, request_ids, round_no, loglik, loglik_null
+                )
+                create_table_artifact(
+                    key="cox-coefficients",
+                    table=fit.coefficients.to_dicts(),
+                    description=f"Cox {base.formula}: {round_no} rounds, {len(sites)} site(s)",
+                )
+                return fit
+            beta = beta + newton
+    raise CoxDidNotFit(f"the Cox fit did not converge in {max_rounds} rounds")
+
+
+def run_cox(
+    params: Mapping[str, Any],
+    *,
+    federation: FederationSession | Path | str,
+    dataset: str | None = None,
+    min_sites: int = 1,
+    max_rounds: int = 25,
+    tol: float = 1e-10,
+    confidence: float = 0.95,
+    token: str | None = None,
+) -> CoxFit:
+    """Fit the Cox model ``params`` describes (``cox_round``'s parameters) over a federation."""
+    options: dict[str, Any] = {
+        "dataset": dataset,
+        "min_sites": min_sites,
+        "max_rounds": max_rounds,
+        "tol": tol,
+        "confidence": confidence,
+    }
+    if isinstance(federation, FederationSession):
+        assert federation.profile.path is not None
+        return cox_flow(dict(params), str(federation.profile.path), **options)
+    with connect(Path(federation), token=token) as session:
+        assert session.profile.path is not None
+        return cox_flow(dict(params), str(session.profile.path), **options)
+
+
+def _inference(
+    formula: str,
+    columns: list[str],
+    beta: np.ndarray,
+    information: np.ndarray,
+    partial: Any,
+    confidence: float,
+) -> CoxFit:
+    se = np.sqrt(np.diag(np.linalg.inv(information)))
+    z = beta / se
+    quantile = NormalDist().inv_cdf(0.5 + confidence / 2)
+    low, high = beta - quantile * se, beta + quantile * se
+    coefficients = pl.DataFrame(
+        {
+            "term": columns,
+            "estimate": beta,
+            "std_error": se,
+            "z": z,
+            "p_value": [math.erfc(abs(v) / math.sqrt(2)) for v in z],
+            "ci_low": low,
+            "ci_high": high,
+            "hazard_ratio": np.exp(beta),
+            "hr_ci_low": np.exp(low),
+            "hr_ci_high": np.exp(high),
+        }
+    )
+    stats = cox.arrays(partial)
+    return CoxFit(
+        formula=formula,
+        coefficients=coefficients,
+        loglik=math.nan,
+        loglik_null=math.nan,
+        n=int(stats["at_risk"][0]),
+        events=int(stats["events"].sum()),
+        rounds=0,
+        sites=pl.DataFrame(),
+    )
+
+
+def _with_sites(
+    fit: CoxFit,
+    session: FederationSession,
+    outcomes: list[SiteOutcome],
+    request_ids: list[str],
+    rounds: int,
+    loglik: float,
+    loglik_null: float,
+) -> CoxFit:
+    """Per-site counts, read back from the releases of the last round (nothing new leaves)."""
+    rows = []
+    for outcome in outcomes:
+        if not outcome.contributed or outcome.job_id is None:
+            continue
+        release = session.transports[outcome.site].release(outcome.job_id)
+        assert release.partial is not None
+        row = from_ipc(release.partial).to_pylist()[0]
+        rows.append({"site": outcome.site, "n": row["at_risk"][0], "events": sum(row["events"])})
+    return CoxFit(
+        **{
+            **fit.__dict__,
+            "loglik": loglik,
+            "loglik_null": loglik_null,
+            "rounds": rounds,
+            "sites": pl.DataFrame(rows),
+            "request_ids": request_ids,
+            "outcomes": outcomes,
+        }
+    )
