@@ -3,9 +3,9 @@
 ``fedflow run <analysis>`` runs one federated step. Iterative methods, which run one step per
 round, are dispatched by name (:data:`ITERATIVE`): ``fedflow run glm`` fits a GLM by federated
 IRLS (:mod:`flows.glm`), with the model in ``--params``; ``fedflow run km`` runs
-``kaplan_meier`` and adds the log-rank test (:mod:`flows.km`); ``fedflow run cox`` fits a
-Cox model by federated Newton (:mod:`flows.cox`), with ``cox_round``'s parameters plus
-``max_rounds``, ``tol`` and ``confidence`` in ``--params``.
+``kaplan_meier`` and adds the log-rank test (:mod:`flows.km`; ``--plot km.png`` draws the
+curves); ``fedflow run cox`` fits a Cox model by federated Newton (:mod:`flows.cox`), with
+``cox_round``'s parameters plus ``max_rounds``, ``tol`` and ``confidence`` in ``--params``.
 """
 
 from __future__ import annotations
@@ -58,8 +58,14 @@ def run(
     output: Annotated[
         Literal["json", "table"], typer.Option("--format", help="json (stdout) or table.")
     ] = "json",
+    plot: Annotated[
+        Path | None,
+        typer.Option(help="km only: also draw the curves with confidence bands as a PNG here."),
+    ] = None,
 ) -> None:
     """Run ANALYSIS over the sites of a federation and print the merged result and outcomes."""
+    if plot is not None and analysis != "km":
+        raise typer.BadParameter("only fedflow run km draws a plot", param_hint="--plot")
     parsed = _parse_params(params)
     console = make_console()
     home = federation.resolve().parent / "prefect"
@@ -95,11 +101,15 @@ def run(
                 km = run_km(
                     parsed, federation=federation, dataset=dataset, min_sites=min_sites, token=token
                 )
+                if plot is not None:
+                    km.plot(plot)
                 if output == "json":
                     typer.echo(json.dumps(km.to_dict(), indent=2, default=str))
                 else:
                     show_result(console, km.step)
                     console.print(f"log-rank: {km.logrank}")
+                    if plot is not None:
+                        console.print(f"curves drawn to {plot}")
                 return
             result = run_analysis(
                 analysis,

@@ -57,10 +57,10 @@ Federation = tuple[Path, dict[str, dict[str, pa.Table]]]
 # Three sites that release, and a small one whose policy needs 100 of everything.
 SITES = [
     *(
-        DemoSite(f"site-{i}", "EU", share, 1, (*ALL, "cox_round"), tables=TABLES)
+        DemoSite(f"site-{i}", "EU", share, 1, (*ALL, "cox_round", "kaplan_meier"), tables=TABLES)
         for i, share in enumerate((0.45, 0.3, 0.15))
     ),
-    DemoSite("strict", "EU", 0.1, 100, (*ALL, "cox_round"), tables=TABLES),
+    DemoSite("strict", "EU", 0.1, 100, (*ALL, "cox_round", "kaplan_meier"), tables=TABLES),
 ]
 
 
@@ -234,3 +234,14 @@ def test_partials_of_different_rounds_do_not_merge() -> None:
     )
     with pytest.raises(InvalidRequest, match="different models or rounds"):
         cox.merge([one, other])
+
+
+def test_cli_km_draws_the_federated_curves(federation: Federation, tmp_path: Path) -> None:
+    keys = ("entry", "event", "groups", "interval_days", "max_days")
+    km = {key: PARAMS[key] for key in keys}
+    path = tmp_path / "km.png"
+    result = CliRunner().invoke(
+        app, ["run", "km", "-f", str(federation[0]), "--params", _json(km), "--plot", str(path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000
