@@ -57,6 +57,7 @@ from fedflow.core.outputs import validate as validate_output
 from fedflow.core.registry import AnalysisRegistry, default_registry
 from governance.airlock import check as airlock_check
 from governance.audit import AuditLog
+from governance.checkpoints import Checkpoint, sign_checkpoint
 from governance.errors import TokenRejected
 from governance.identity import TrustedIssuer, verify_token
 from governance.policy import SitePolicy
@@ -134,6 +135,12 @@ class SiteNode:
             scheduler=self.cluster.address,
             audit_head=self.audit.head(),
             receipt_key=self.receipt_key.public_pem.decode(),
+        )
+
+    def checkpoint(self, nonce: str | None = None) -> Checkpoint:
+        """The site's audit head, signed with its receipt key (``nonce``: the asker's)."""
+        return sign_checkpoint(
+            self.receipt_key, site=self.name, head=self.audit.head(), nonce=nonce
         )
 
     def running_jobs(self) -> int:

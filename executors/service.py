@@ -6,6 +6,7 @@ cluster, audit log, quarantine) in this process, behind a versioned API:
 =======  ===============================  ==============================================
 GET      ``/v1/health``                   liveness; the site's name
 GET      ``/v1/info``                     :class:`~fedflow.core.messages.SiteInfo`
+GET      ``/v1/checkpoint?nonce=N``       the audit head signed by the receipt key
 POST     ``/v1/check``                    body ``Request`` → ``Decision`` (the pre-gate)
 POST     ``/v1/jobs``                     body ``Request`` → 202 ``{"job_id": ...}``
 GET      ``/v1/jobs/{job_id}?wait=S``     ``JobStatus``, waiting up to S s while it runs
@@ -58,6 +59,7 @@ from executors.node import SiteNode
 from fedflow.core import ConfigError, FedflowError, InvalidRequest, PayloadTooLarge
 from fedflow.core.configfile import describe_problems
 from fedflow.core.messages import Decision, JobStatus, Release, Request, SiteInfo
+from governance.checkpoints import Checkpoint
 
 __all__ = [
     "API_PREFIX",
@@ -75,6 +77,7 @@ ARROW_STREAM = "application/vnd.apache.arrow.stream"
 MAX_WAIT_S = 20.0
 JobId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 WaitSeconds = Annotated[float, Query(ge=0, le=MAX_WAIT_S)]
+Nonce = Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
 Bearer = Annotated[str | None, Header(max_length=16_384)]
 
 
@@ -258,6 +261,11 @@ def create_app(
     def info(request: HttpRequest) -> SiteInfo:
         """Datasets and their snapshot digests, policy digest, audit head, receipt key."""
         return site_of(request).info()
+
+    @app.get(f"{API_PREFIX}/checkpoint")
+    def checkpoint(request: HttpRequest, nonce: Nonce = None) -> Checkpoint:
+        """The site's audit head (seq, hash) signed by its receipt key, with ``nonce``."""
+        return site_of(request).checkpoint(nonce)
 
     @app.post(f"{API_PREFIX}/check")
     def check(request: HttpRequest, body: Request) -> Decision:

@@ -39,6 +39,7 @@ from fedflow.core import (
     UnknownAnalysis,
 )
 from fedflow.core.messages import Decision, JobState, JobStatus, Release, Request, SiteInfo
+from governance.checkpoints import Checkpoint
 
 __all__ = ["HttpsSiteTransport", "InProcessSiteTransport", "SiteTransport"]
 
@@ -55,6 +56,10 @@ class SiteTransport(ABC):
     @abstractmethod
     def info(self) -> SiteInfo:
         """What the site says about itself."""
+
+    @abstractmethod
+    def checkpoint(self, nonce: str | None = None) -> Checkpoint:
+        """The site's audit head, signed by its receipt key (``nonce`` is signed with it)."""
 
     @abstractmethod
     def check(self, request: Request) -> Decision:
@@ -91,6 +96,9 @@ class InProcessSiteTransport(SiteTransport):
 
     def info(self) -> SiteInfo:
         return _copy(self.node.info())
+
+    def checkpoint(self, nonce: str | None = None) -> Checkpoint:
+        return _copy(self.node.checkpoint(nonce))
 
     def check(self, request: Request) -> Decision:
         return _copy(self.node.check(_copy(request)))
@@ -179,6 +187,10 @@ class HttpsSiteTransport(SiteTransport):
 
     def info(self) -> SiteInfo:
         return self._parse(SiteInfo, self._call("GET", "/info"))
+
+    def checkpoint(self, nonce: str | None = None) -> Checkpoint:
+        params = {} if nonce is None else {"nonce": nonce}
+        return self._parse(Checkpoint, self._call("GET", "/checkpoint", params=params))
 
     def check(self, request: Request) -> Decision:
         return self._parse(Decision, self._call("POST", "/check", request))

@@ -11,9 +11,17 @@ from governance.airlock import (
     check_survival,
 )
 from governance.audit import GENESIS, AuditEntry, AuditLog, AuditReport
+from governance.checkpoints import (
+    Checkpoint,
+    CheckpointCheck,
+    check_checkpoints,
+    sign_checkpoint,
+    verify_checkpoint,
+)
 from governance.errors import (
     TOKEN_REJECTION_REASONS,
     AuditError,
+    CheckpointInvalid,
     GovernanceError,
     IssuerKeyInvalid,
     PolicyInvalid,
@@ -27,7 +35,7 @@ from governance.identity import (
     issue_token,
     verify_token,
 )
-from governance.receipts import ReceiptKey, verify_release
+from governance.receipts import ReceiptKey, verify_receipt, verify_release
 
 __all__ = [
     "GENESIS",
@@ -37,6 +45,9 @@ __all__ = [
     "AuditError",
     "AuditLog",
     "AuditReport",
+    "Checkpoint",
+    "CheckpointCheck",
+    "CheckpointInvalid",
     "GovernanceError",
     "Identity",
     "IssuerKey",
@@ -48,12 +59,16 @@ __all__ = [
     "TokenRejected",
     "TrustedIssuer",
     "check",
+    "check_checkpoints",
     "check_cox",
     "check_frequency",
     "check_regression",
     "check_summary",
     "check_survival",
     "issue_token",
+    "sign_checkpoint",
+    "verify_checkpoint",
+    "verify_receipt",
     "verify_release",
     "verify_token",
 ]

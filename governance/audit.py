@@ -183,6 +183,11 @@ class AuditLog:
         with self._lock:
             return self._head_unlocked()
 
+    def hashes(self) -> dict[int, str]:
+        """Each stored entry's ``hash`` by ``seq``, as stored (rows of the wrong type skipped)."""
+        rows = self._query("SELECT seq, hash FROM audit ORDER BY seq", [])
+        return {s: h for s, h in rows if isinstance(s, int) and isinstance(h, str)}
+
     def verify(self, *, expected_head: tuple[int, str] | None = None) -> AuditReport:
         """Walk the chain and report every problem; see the module docstring."""
         rows = self._query(f"SELECT {_COLUMNS} FROM audit ORDER BY seq", [])

@@ -9,6 +9,7 @@
         ├── PolicyInvalid (ConfigError)           a site policy file is invalid
         ├── IssuerKeyInvalid (ConfigError)        a key file is not an Ed25519 key
         ├── ReceiptInvalid (PermissionError)      a release's receipt does not verify
+        ├── CheckpointInvalid (PermissionError)   a site's signed audit checkpoint does not verify
         └── AuditError                            an audit log cannot be opened or written
 
 Messages carry context (``site``, ``request_id``, ``reason``) and never a token, a key or a
@@ -24,6 +25,7 @@ from fedflow.core.errors import ConfigError, FedflowError
 __all__ = [
     "TOKEN_REJECTION_REASONS",
     "AuditError",
+    "CheckpointInvalid",
     "GovernanceError",
     "IssuerKeyInvalid",
     "PolicyInvalid",
@@ -81,3 +83,7 @@ class AuditError(GovernanceError):
 
 class ReceiptInvalid(GovernanceError, PermissionError):
     """A release's receipt is missing, not signed by the pinned key, or does not match it."""
+
+
+class CheckpointInvalid(GovernanceError, PermissionError):
+    """A site's audit checkpoint is not signed by its pinned key, or is not the one asked for."""

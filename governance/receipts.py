@@ -23,7 +23,7 @@ from fedflow.core.digest import digest_bytes
 from fedflow.core.messages import Receipt, Release, Request
 from governance.errors import IssuerKeyInvalid, ReceiptInvalid
 
-__all__ = ["ReceiptKey", "key_id", "load_public_key", "verify_release"]
+__all__ = ["ReceiptKey", "key_id", "load_public_key", "verify_receipt", "verify_release"]
 
 
 def key_id(public_pem: bytes) -> str:
@@ -95,8 +95,31 @@ class ReceiptKey:
         )
         return unsigned.model_copy(update={"signature": self._key.sign(unsigned.body())})
 
+    def signature(self, body: bytes) -> bytes:
+        """This key's Ed25519 signature over ``body`` (other signed statements: checkpoints)."""
+        return self._key.sign(body)
+
     def __repr__(self) -> str:
         return f"ReceiptKey(key_id={self.key_id!r})"
+
+
+def verify_receipt(receipt: Receipt, public_pem: bytes | None, *, site: str) -> Receipt:
+    """Check ``receipt``'s signature against the site's pinned key (and nothing else)."""
+
+    def refuse(what: str, reason: str) -> ReceiptInvalid:
+        return ReceiptInvalid(
+            f"the release's receipt {what}", site=site, request_id=receipt.request_id, reason=reason
+        )
+
+    if public_pem is None:
+        raise refuse("cannot be checked: no receipt key is pinned for this site", "no_pinned_key")
+    if receipt.key_id != key_id(public_pem):
+        raise refuse("names a key other than the pinned one", "unknown_key")
+    try:
+        load_public_key(public_pem).verify(receipt.signature, receipt.body())
+    except InvalidSignature:
+        raise refuse("signature does not verify", "bad_signature") from None
+    return receipt
 
 
 def verify_release(
@@ -115,16 +138,9 @@ def verify_release(
 
     if public_pem is None:
         raise refuse("cannot be checked: no receipt key is pinned for this site", "no_pinned_key")
-    receipt = release.receipt
-    if receipt is None:
+    if release.receipt is None:
         raise refuse("is missing", "missing")
-    public = load_public_key(public_pem)
-    if receipt.key_id != key_id(public_pem):
-        raise refuse("names a key other than the pinned one", "unknown_key")
-    try:
-        public.verify(receipt.signature, receipt.body())
-    except InvalidSignature:
-        raise refuse("signature does not verify", "bad_signature") from None
+    receipt = verify_receipt(release.receipt, public_pem, site=site)
     named = (receipt.site, receipt.request_id, receipt.job_id, receipt.outcome)
     if named != (site, release.request_id, release.job_id, release.outcome):
         raise refuse("names another site, request, job or outcome", "mismatch")

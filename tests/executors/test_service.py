@@ -30,7 +30,7 @@ from executors.pki import init_ca, issue
 from executors.process import SiteProcess, free_port
 from executors.service import serve
 from executors.transport import HttpsSiteTransport
-from fedflow.core import ConfigError, PayloadTooLarge, to_ipc
+from fedflow.core import ConfigError, InvalidRequest, PayloadTooLarge, to_ipc
 from fedflow.core.digest import digest_bytes
 from fedflow.core.messages import JobState, Release, Request, Verdict
 from fedflow.core.registry import default_registry
@@ -49,6 +49,7 @@ from flows.errors import ProfileInvalid
 from flows.federation import Federation
 from flows.steps import gate_after
 from governance.audit import AuditLog
+from governance.checkpoints import verify_checkpoint
 from governance.errors import ReceiptInvalid
 from governance.identity import IssuerKey, issue_token
 from governance.receipts import verify_release
@@ -169,6 +170,17 @@ def test_same_results_in_process_and_over_https(federation: Federated, prefect_s
     receipts = [e.details["receipt"] for e in outcomes]
     assert len(receipts) == 3 and all(r and r["signature"] for r in receipts)
     assert {r["site"] for r in receipts} == {s.name for s in SITES}
+
+
+def test_a_site_signs_its_audit_head_for_the_orchestrator(federation: Federated) -> None:
+    site = "us-clinic"
+    transport = federation.transport(site)
+    checkpoint = transport.checkpoint("request-1")
+    verify_checkpoint(checkpoint, transport.receipt_key, site=site, nonce="request-1")
+    with federation.audit(site) as audit:
+        assert (checkpoint.seq, checkpoint.hash) == audit.head()
+    with pytest.raises(InvalidRequest):
+        transport.checkpoint("not/a nonce")
 
 
 def test_a_client_without_a_trusted_certificate_fails_the_handshake(
@@ -515,7 +527,7 @@ def test_fuzzing_from_the_openapi_document_finds_no_5xx(federation: Federated) -
     session = requests.Session()
     seen: dict[int, int] = {}
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 7
+    assert len(operations) == 8
     for operation in operations:
         for mode in schemathesis.GenerationMode:
 
