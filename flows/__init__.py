@@ -25,11 +25,12 @@ if TYPE_CHECKING:
     from fedflow.core import Analysis, OutputKind, Params, TableColumns, frequency, summary
     from fedflow.core.registry import default_registry, register
     from flows.cox import CoxFit, run_cox
-    from flows.errors import FlowError, ProfileInvalid, QuorumNotMet
+    from flows.errors import FlowError, LineageNotFound, ProfileInvalid, QuorumNotMet
     from flows.federated import federated_analysis, run_analysis
     from flows.federation import Federation, FederationSession, connect
     from flows.glm import GlmFit, fit_glm
     from flows.km import KmResult, run_km
+    from flows.lineage import Lineage, read_lineage
     from flows.outcomes import FederatedResult, SiteOutcome, SiteStatus
     from flows.server import prefect_api
 
@@ -45,6 +46,7 @@ _EXPORTS = {
     "CoxFit": "flows.cox",
     "run_cox": "flows.cox",
     "FlowError": "flows.errors",
+    "LineageNotFound": "flows.errors",
     "ProfileInvalid": "flows.errors",
     "QuorumNotMet": "flows.errors",
     "federated_analysis": "flows.federated",
@@ -56,6 +58,8 @@ _EXPORTS = {
     "fit_glm": "flows.glm",
     "KmResult": "flows.km",
     "run_km": "flows.km",
+    "Lineage": "flows.lineage",
+    "read_lineage": "flows.lineage",
     "FederatedResult": "flows.outcomes",
     "SiteOutcome": "flows.outcomes",
     "SiteStatus": "flows.outcomes",
@@ -71,6 +75,8 @@ __all__ = [
     "FlowError",
     "GlmFit",
     "KmResult",
+    "Lineage",
+    "LineageNotFound",
     "OutputKind",
     "Params",
     "ProfileInvalid",
@@ -84,6 +90,7 @@ __all__ = [
     "fit_glm",
     "frequency",
     "prefect_api",
+    "read_lineage",
     "register",
     "run_analysis",
     "run_cox",

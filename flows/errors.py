@@ -5,6 +5,7 @@
     FedflowError
     └── FlowError                 a federated step could not produce a result
         ├── QuorumNotMet          fewer sites released a partial than the step needs
+        ├── LineageNotFound (LookupError)  no request or flow run with that id was audited
         └── ProfileInvalid (ConfigError)  a federation profile is invalid
 """
 
@@ -17,7 +18,7 @@ from fedflow.core import ConfigError, FedflowError
 if TYPE_CHECKING:
     from flows.outcomes import SiteOutcome
 
-__all__ = ["FlowError", "ProfileInvalid", "QuorumNotMet"]
+__all__ = ["FlowError", "LineageNotFound", "ProfileInvalid", "QuorumNotMet"]
 
 
 class FlowError(FedflowError):
@@ -34,3 +35,7 @@ class QuorumNotMet(FlowError):
 
 class ProfileInvalid(FlowError, ConfigError):
     """A federation profile is invalid."""
+
+
+class LineageNotFound(FlowError, LookupError):
+    """No request or flow run with that id is in the orchestrator's audit log."""

@@ -3,8 +3,8 @@
 For every site, concurrently: ``gate_before`` → ``run`` → ``gate_after``. Then the released
 partials are merged and finalized here; the result and the per-site outcome table are
 published as Prefect artifacts, and the orchestrator's audit log records the request, every
-site's outcome, each site's audit head (a checkpoint of the site's own log) and the result's
-digest.
+site's outcome (with the pre-gate's decision and the verified receipt), a signed checkpoint
+of each site's audit head and the result's digest; :mod:`flows.lineage` reads them back.
 """
 
 from __future__ import annotations
@@ -18,13 +18,15 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.futures import PrefectFuture
 
-from fedflow.core import FedflowError, digest_bytes, to_ipc
+from fedflow.core import FedflowError, digest_bytes, digest_json, to_ipc
 from fedflow.core.messages import ReleaseOutcome, Request
 from fedflow.core.registry import default_registry
 from flows import steps
 from flows.errors import QuorumNotMet
 from flows.federation import FederationSession, connect, open_session
 from flows.outcomes import FederatedResult, SiteOutcome, SiteStatus
+from governance.checkpoints import verify_checkpoint
+from governance.errors import CheckpointInvalid
 
 __all__ = ["federated_analysis", "run_analysis"]
 
@@ -105,8 +107,10 @@ def _federated_step(
             "code_digest": request.analysis.code_digest,
             "dataset": request.dataset,
             "params": request.params,
+            "params_digest": digest_json(request.params),
             "sites": list(session.transports),
             "request_digest": request.digest(),
+            **_flow_run(),
         },
     )
     logger.info(
@@ -121,10 +125,18 @@ def _federated_step(
 
     decisions = {s: steps.gate_before.submit(s, t, request) for s, t in transports.items()}
     runs = {}
+    gate: dict[str, dict[str, Any]] = {}
     for site, future in decisions.items():
         decision = _result(future, site, "gate_before", outcomes)
         if decision is None:
             continue
+        gate[site] = {
+            "verdict": decision.verdict.value,
+            "reasons": list(decision.reasons),
+            "rules": list(decision.rules),
+            "policy_digest": decision.policy_digest,
+            "decision_digest": decision.digest(),
+        }
         if not decision.allowed:
             outcomes[site] = SiteOutcome(site, SiteStatus.REFUSED, "gate_before", decision.reasons)
             continue
@@ -168,6 +180,8 @@ def _federated_step(
             request_id=request.request_id,
             details={
                 **outcome.row(),
+                "job_id": outcome.job_id,
+                "decision": gate.get(outcome.site),
                 "digests": outcome.digests,
                 "receipt": receipts.get(outcome.site),
             },
@@ -234,10 +248,24 @@ def _result(
 
 
 def _checkpoint_sites(session: FederationSession, request_id: str) -> None:
-    """Record each site's audit head, so a later rewrite of a site's log is detectable here."""
+    """Keep each site's signed audit head, so a later rewrite of a site's log is detectable.
+
+    The checkpoint must be signed by the site's pinned receipt key for this request; one that
+    is not is refused and the refusal audited (``site.checkpoint_refused``).
+    """
     for site, transport in session.transports.items():
         try:
-            head = transport.info().audit_head
+            checkpoint = verify_checkpoint(
+                transport.checkpoint(request_id), transport.receipt_key, site=site, nonce=request_id
+            )
+        except CheckpointInvalid as exc:
+            session.audit.append(
+                "site.checkpoint_refused",
+                actor=site,
+                request_id=request_id,
+                details={"error": exc.message, "reason": exc.reason},
+            )
+            continue
         except FedflowError as exc:
             session.audit.append(
                 "site.unreachable",
@@ -250,8 +278,20 @@ def _checkpoint_sites(session: FederationSession, request_id: str) -> None:
             "site.checkpoint",
             actor=site,
             request_id=request_id,
-            details={"seq": head[0], "hash": head[1]},
+            details={
+                "seq": checkpoint.seq,
+                "hash": checkpoint.hash,
+                "checkpoint": checkpoint.model_dump(mode="json"),
+            },
         )
+
+
+def _flow_run() -> dict[str, str]:
+    """The Prefect flow run this step runs in (its id and name), when there is one."""
+    from prefect.runtime import flow_run
+
+    run_id = flow_run.get_id()
+    return {} if run_id is None else {"flow_run_id": str(run_id), "flow_run_name": flow_run.name}
 
 
 def _publish_outcomes(name: str, request_id: str, outcomes: list[SiteOutcome]) -> None:

@@ -18,6 +18,7 @@ import typer
 from fedflow.cli.audit import app as audit_app
 from fedflow.cli.demo import demo
 from fedflow.cli.identity import keys_app, token_app
+from fedflow.cli.lineage import lineage
 from fedflow.cli.pki import app as pki_app
 from fedflow.cli.run import analyses, run
 from fedflow.cli.site import app as site_app
@@ -34,6 +35,7 @@ app = typer.Typer(
 app.command()(demo)
 app.command()(run)
 app.command()(analyses)
+app.command()(lineage)
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(token_app, name="token")

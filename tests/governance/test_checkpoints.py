@@ -10,7 +10,7 @@ import pytest
 
 from fedflow.core.digest import canonical_json
 from governance.audit import GENESIS, AuditEntry, AuditLog
-from governance.checkpoints import check_checkpoints, sign_checkpoint, verify_checkpoint
+from governance.checkpoints import Checkpoint, check_checkpoints, sign_checkpoint, verify_checkpoint
 from governance.errors import CheckpointInvalid
 from governance.receipts import ReceiptKey
 
@@ -20,11 +20,16 @@ def key(tmp_path: Path) -> ReceiptKey:
     return ReceiptKey.load_or_create(tmp_path / "receipt.key.pem")
 
 
-def test_a_checkpoint_verifies_against_the_pinned_key_only(key: ReceiptKey, tmp_path) -> None:
+def test_a_checkpoint_verifies_against_the_pinned_key_only(key: ReceiptKey, tmp_path: Path) -> None:
     cp = sign_checkpoint(key, site="site-eu", head=(7, "sha256:" + "a" * 64), nonce="r1")
     assert verify_checkpoint(cp, key.public_pem, site="site-eu", nonce="r1") == cp
 
-    def reason(checkpoint, pem=key.public_pem, site="site-eu", nonce="r1") -> str:  # type: ignore[no-untyped-def]
+    def reason(
+        checkpoint: Checkpoint,
+        pem: bytes | None = key.public_pem,
+        site: str = "site-eu",
+        nonce: str = "r1",
+    ) -> str:
         with pytest.raises(CheckpointInvalid) as refused:
             verify_checkpoint(checkpoint, pem, site=site, nonce=nonce)
         return str(refused.value.reason)
