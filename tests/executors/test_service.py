@@ -452,8 +452,7 @@ def test_what_leaves_a_site_holds_no_person_ids_or_birth_dates(federation: Feder
 
 
 def test_a_site_killed_mid_run_is_reported_failed_by_name_and_the_quorum_decides(
-    federation: Federated,
-    prefect_server,  # type: ignore[no-untyped-def]
+    federation: Federated, prefect_server: str
 ) -> None:
     """The site is killed while its job is on its Dask cluster, then stays down.
 
