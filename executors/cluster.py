@@ -3,22 +3,28 @@
 A job reads the shared (non-person) tables once, runs ``local`` on every person partition on
 the workers, and merges the partials in a tree on the workers; only the merged partial comes
 back to the site node. The dashboard is off: a site exposes nothing it does not need.
+
+For an analysis that counts a cohort (:class:`~fedflow.core.CountsCohort`),
+:meth:`SiteCluster.run_with_members` also brings back the sorted person ids of the cohort the
+job counted: each partition returns its partial and its ids, the tree merges partials as usual
+and concatenates the ids. The ids stay at the site (the node keeps them in quarantine).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import dask
+import numpy as np
 import pyarrow as pa
 from distributed import Client, Future, LocalCluster
 
 from executors.catalogue import Dataset, PersonRange
 from executors.config import DaskConfig
 from executors.storage import open_location
-from fedflow.core import Analysis, TableColumns
+from fedflow.core import Analysis, CountsCohort, TableColumns
 
 __all__ = ["SiteCluster"]
 
@@ -77,6 +83,35 @@ class SiteCluster:
         tables: TableColumns,
     ) -> pa.Table:
         """Run ``analysis`` over every partition of ``dataset`` and return the merged partial."""
+        result: pa.Table = self._submit(
+            _run_partition, _merge, analysis, params, dataset, tables
+        ).result()
+        return result
+
+    def run_with_members(
+        self,
+        analysis: Analysis[Any],
+        params: Any,
+        dataset: Dataset,
+        tables: TableColumns,
+    ) -> tuple[pa.Table, np.ndarray]:
+        """Like :meth:`run`, and the sorted, distinct person ids of the cohort it counted."""
+        if not isinstance(analysis, CountsCohort):
+            raise TypeError(f"{analysis.name} does not count a cohort")
+        partial, members = self._submit(
+            _run_partition_members, _merge_members, analysis, params, dataset, tables
+        ).result()
+        return partial, np.unique(members)
+
+    def _submit(
+        self,
+        run: Callable[..., Any],
+        merge: Callable[..., Any],
+        analysis: Analysis[Any],
+        params: Any,
+        dataset: Dataset,
+        tables: TableColumns,
+    ) -> Future:
         person_tables = {t: list(c) for t, c in tables.items() if dataset.is_person_table(t)}
         shared_tables = {t: list(c) for t, c in tables.items() if t not in person_tables}
         url = dataset.location.url
@@ -85,25 +120,16 @@ class SiteCluster:
         ranges = dataset.partitions(count) if person_tables else [None]
         futures: list[Future] = [
             self.client.submit(
-                _run_partition,
-                analysis,
-                params,
-                url,
-                dataset.name,
-                person_tables,
-                rng,
-                shared,
-                pure=False,
+                run, analysis, params, url, dataset.name, person_tables, rng, shared, pure=False
             )
             for rng in ranges
         ]
         while len(futures) > 1:
             futures = [
-                self.client.submit(_merge, analysis, *futures[i : i + MERGE_FAN_IN], pure=False)
+                self.client.submit(merge, analysis, *futures[i : i + MERGE_FAN_IN], pure=False)
                 for i in range(0, len(futures), MERGE_FAN_IN)
             ]
-        result: pa.Table = futures[0].result()
-        return result
+        return futures[0]
 
     def close(self) -> None:
         self.client.close()
@@ -139,3 +165,27 @@ def _run_partition(
 
 def _merge(analysis: Analysis[Any], *partials: pa.Table) -> pa.Table:
     return analysis.merge(list(partials))
+
+
+def _run_partition_members(
+    analysis: Analysis[Any],
+    params: Any,
+    url: str,
+    name: str,
+    tables: Mapping[str, Sequence[str]],
+    persons: PersonRange | None,
+    shared: Mapping[str, pa.Table],
+) -> tuple[pa.Table, np.ndarray]:
+    assert isinstance(analysis, CountsCohort)
+    dataset = _dataset(url, name)
+    data = {t: dataset.read(t, c, persons) for t, c in tables.items()}
+    partial, members = analysis.local_members({**shared, **data}, params)
+    ids = np.asarray(members.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+    return partial, np.unique(ids)
+
+
+def _merge_members(
+    analysis: Analysis[Any], *parts: tuple[pa.Table, np.ndarray]
+) -> tuple[pa.Table, np.ndarray]:
+    merged = analysis.merge([partial for partial, _ in parts])
+    return merged, np.concatenate([ids for _, ids in parts])

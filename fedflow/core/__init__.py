@@ -3,7 +3,14 @@
 Every layer imports it; it imports no layer.
 """
 
-from fedflow.core.analysis import Analysis, AnalysisRef, OutputKind, Params, TableColumns
+from fedflow.core.analysis import (
+    Analysis,
+    AnalysisRef,
+    CountsCohort,
+    OutputKind,
+    Params,
+    TableColumns,
+)
 from fedflow.core.arrowio import from_ipc, to_ipc
 from fedflow.core.digest import canonical_json, digest_bytes, digest_file, digest_json
 from fedflow.core.errors import (
@@ -21,6 +28,7 @@ __all__ = [
     "Analysis",
     "AnalysisRef",
     "ConfigError",
+    "CountsCohort",
     "FedflowError",
     "InvalidParameters",
     "InvalidRequest",

@@ -6,6 +6,11 @@ and sites inside the federation); ``finalize`` turns the merged partial into the
 An analysis declares the tables and columns it reads (the site hands ``local`` only those),
 its output kind (which tells the airlock which disclosure rules apply), a name, a version and
 a code digest.
+
+An analysis that counts one cohort of persons may also derive from :class:`CountsCohort`, an
+optional extension: its ``local_members`` returns the partial together with the person ids of
+the cohort the partition counted. The site keeps those ids to itself (its differencing defence
+compares released cohorts); they are never part of the partial.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from fedflow.core.configfile import describe_problems
 from fedflow.core.digest import digest_bytes
 from fedflow.core.errors import InvalidParameters
 
-__all__ = ["Analysis", "AnalysisRef", "OutputKind", "Params", "TableColumns"]
+__all__ = ["Analysis", "AnalysisRef", "CountsCohort", "OutputKind", "Params", "TableColumns"]
 
 TableColumns = Mapping[str, Sequence[str]]
 
@@ -115,6 +120,21 @@ class Analysis(ABC, Generic[P]):
     def ref(cls) -> AnalysisRef:
         """This analysis's name, version and code digest."""
         return AnalysisRef(name=cls.name, version=cls.version, code_digest=code_digest(cls))
+
+
+class CountsCohort(ABC):
+    """Optional extension of :class:`Analysis`: the analysis counts one cohort of persons.
+
+    Mix it into an :class:`Analysis` subclass. ``local_members`` replaces ``local`` when the site
+    wants to know who was counted: it returns the same partial as ``local`` and the ids of the
+    persons of the partition's cohort (every person once). Those ids stay at the site.
+    """
+
+    @abstractmethod
+    def local_members(
+        self, tables: Mapping[str, pa.Table], params: Any
+    ) -> tuple[pa.Table, pa.Array]:
+        """The partial of one partition and the person ids (int64) of the cohort it counted."""
 
 
 @cache

@@ -4,6 +4,10 @@
 The index date of a person is their first qualifying event; age is the age at index in whole
 years (year of index minus year of birth, as the OMOP ``person`` table records only the year
 reliably).
+
+Every cohort analysis is also a :class:`~fedflow.core.CountsCohort`: when the site asks
+(its differencing defence is on), ``local_members`` returns the partial together with the
+person ids of the partition's cohort, which the site keeps and never releases.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import polars as pl
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from fedflow.core import Analysis, Params, TableColumns
+from fedflow.core import Analysis, CountsCohort, Params, TableColumns
 
 __all__ = ["DOMAINS", "CohortAnalysis", "CohortParams", "Domain"]
 
@@ -54,7 +58,7 @@ class CohortParams(Params):
         return self
 
 
-class CohortAnalysis(Analysis[Any]):
+class CohortAnalysis(Analysis[Any], CountsCohort):
     """Base of analyses over a cohort: declares the cohort's tables and builds it in ``local``."""
 
     def tables(self, params: Any) -> TableColumns:
@@ -66,6 +70,17 @@ class CohortAnalysis(Analysis[Any]):
         if params.include_descendants:
             declared["concept_ancestor"] = ["ancestor_concept_id", "descendant_concept_id"]
         return declared
+
+    def local_members(
+        self, tables: Mapping[str, pa.Table], params: Any
+    ) -> tuple[pa.Table, pa.Array]:
+        """``local``'s partial and the ids of the persons in this partition's cohort.
+
+        The cohort is built again next to ``local`` (a filter and a join over the partition,
+        cheap next to reading it), so a subclass's ``local`` stays the one that runs.
+        """
+        members = self.cohort(tables, params)["person_id"].cast(pl.Int64).to_arrow()
+        return self.local(tables, params), members
 
     @staticmethod
     def cohort(tables: Mapping[str, pa.Table], params: CohortParams) -> pl.DataFrame:

@@ -35,6 +35,33 @@ def test_partials_do_not_depend_on_partitioning(tmp_path: Path, eunomia) -> None
     assert results[0].equals(results[1]) and results[1].equals(results[2])
 
 
+def test_cohort_members_are_the_cohort_whatever_the_partitioning(tmp_path: Path, eunomia) -> None:  # type: ignore[no-untyped-def]
+    write_dataset(eunomia, tmp_path / "omop")
+    dataset = Dataset("omop", open_location(str(tmp_path / "omop")))
+    analysis = default_registry().get("cohort_count")
+    params = analysis.parse_params(
+        {"domain": "condition", "concept_ids": [192671], "include_descendants": True}
+    )
+    pooled = analysis.cohort(eunomia, params)["person_id"].sort().to_list()  # type: ignore[attr-defined]
+    for partitions in (1, 5):
+        cluster = SiteCluster(DaskConfig(partitions=partitions), name=f"m{partitions}")
+        try:
+            partial, members = cluster.run_with_members(
+                analysis, params, dataset, analysis.tables(params)
+            )
+        finally:
+            cluster.close()
+        assert members.tolist() == pooled
+        assert partial.to_pylist() == [{"count": len(pooled)}]
+    cluster = SiteCluster(DaskConfig(), name="m0")
+    try:
+        with pytest.raises(TypeError, match="does not count a cohort"):
+            summary = default_registry().get("numeric_summary")
+            cluster.run_with_members(summary, None, dataset, {})
+    finally:
+        cluster.close()
+
+
 def test_site_cluster_listens_on_loopback_only() -> None:
     cluster = SiteCluster(DaskConfig(), name="quiet")
     try:
