@@ -81,6 +81,11 @@ class Dataset:
         with self._named():
             return read_parquet(self.location, table, list(columns), filters)
 
+    def person_count(self) -> int:
+        """How many distinct persons the ``person`` table holds."""
+        ids = pc.drop_null(self.read("person", [PERSON_ID])[PERSON_ID])
+        return int(pc.count_distinct(ids).as_py())
+
     def partitions(self, count: int) -> list[PersonRange]:
         """Split the persons into ``count`` ranges of about equal size (fewer if few persons)."""
         ordered = np.unique(pc.drop_null(self.read("person", [PERSON_ID])[PERSON_ID]).to_numpy())

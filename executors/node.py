@@ -3,7 +3,11 @@
 ``check`` is the pre-gate: token, analysis, parameters, dataset and columns against the
 site's policy. ``submit`` checks again (so an orchestrator cannot skip the gate) and runs the
 analysis on the site's Dask cluster into quarantine. ``release`` passes the quarantined partial
-through the airlock and signs a receipt over the release's lineage. Every step, allowed or
+through the airlock and signs a receipt over the release's lineage. For an analysis that counts
+a cohort, the job also keeps the cohort's person ids in quarantine, and the release first
+passes the differencing defence (:mod:`governance.differencing`): a count whose cohort is
+within ``k - 1`` persons of one already released to the same project, or of the whole
+dataset, is refused; a released one enters the site's ledger. Every step, allowed or
 not, lands in the site's audit log; errors and audit entries name what was wrong, never
 row-level values.
 
@@ -20,6 +24,7 @@ import logging
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -31,10 +36,11 @@ from executors.catalogue import Catalogue, Dataset
 from executors.cluster import SiteCluster
 from executors.config import SiteConfig
 from executors.errors import JobNotFound, RequestRefused, SiteError, SiteUnavailable
-from executors.quarantine import Job, Quarantine
+from executors.quarantine import Job, Quarantine, read_cohort
 from executors.replay import DEFAULT_MAX_AGE, ReplayGuard
 from fedflow.core import (
     Analysis,
+    CountsCohort,
     FedflowError,
     TableColumns,
     digest_json,
@@ -55,9 +61,11 @@ from fedflow.core.messages import (
 )
 from fedflow.core.outputs import validate as validate_output
 from fedflow.core.registry import AnalysisRegistry, default_registry
+from governance.airlock import AirlockResult, Outcome
 from governance.airlock import check as airlock_check
 from governance.audit import AuditLog
 from governance.checkpoints import Checkpoint, sign_checkpoint
+from governance.differencing import Cohort, DifferencingLedger, total_released
 from governance.errors import TokenRejected
 from governance.identity import TrustedIssuer, verify_token
 from governance.policy import SitePolicy
@@ -102,6 +110,7 @@ class SiteNode:
         self.quarantine = Quarantine(config.state_dir / "quarantine")
         self.receipt_key = ReceiptKey.load_or_create(config.state_dir / "receipt.key.pem")
         self.replay = ReplayGuard(config.state_dir / "nonces.db", max_age=max_request_age)
+        self.differencing = DifferencingLedger(config.state_dir / "differencing.db")
         restored, interrupted = _restore(self.quarantine, config.state_dir / "quarantine")
         self.cluster = SiteCluster(config.dask, name=self.name)
         self._runner = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{self.name}-job")
@@ -214,7 +223,17 @@ class SiteNode:
                 site=self.name,
                 request_id=job.request.request_id,
             )
-        result = airlock_check(
+        # Cohort releases one at a time against the ledger: two near-identical cohorts
+        # released concurrently must not both pass a check that saw neither.
+        with self.differencing.lock if job.cohort is not None else nullcontext():
+            return self._release(job_id)
+
+    def _release(self, job_id: str) -> Release:
+        job = self.quarantine.get(job_id)
+        if job.release is not None:  # released by a concurrent call
+            return job.release
+        assert job.partial is not None
+        result = self._differencing(job) or airlock_check(
             job.output,
             job.partial,
             threshold=self.policy.min_cell_count,
@@ -243,8 +262,23 @@ class SiteNode:
         release = release.model_copy(update={"receipt": receipt})
         refused = release.outcome is ReleaseOutcome.REFUSED
         self.quarantine.update(
-            job_id, state=JobState.REFUSED if refused else JobState.RELEASED, release=release
+            job_id,
+            state=JobState.REFUSED if refused else JobState.RELEASED,
+            release=release,
+            cohort=None,  # the ids are kept only while the release is undecided
         )
+        cohort: dict[str, Any] = {}
+        if job.cohort is not None and self.policy.differencing.enabled:
+            # Only a cohort whose count left the site enters the ledger.
+            recorded = not refused and total_released(result.table)
+            if recorded:
+                self.differencing.record(
+                    project=job.decision.project or "",
+                    dataset=job.request.dataset,
+                    job_id=job_id,
+                    cohort=job.cohort,
+                )
+            cohort = {"differencing": "recorded" if recorded else "not recorded"}
         self._audit(
             job.request,
             "airlock.refused" if refused else "airlock.released",
@@ -254,8 +288,22 @@ class SiteNode:
             reasons=list(release.reasons),
             digests=digests,
             receipt={"key_id": receipt.key_id, "issued_at": receipt.issued_at.isoformat()},
+            **cohort,
         )
         return release
+
+    def _differencing(self, job: Job) -> AirlockResult | None:
+        """The differencing defence's refusal of ``job``'s count, or None if it may go on."""
+        rule = self.policy.differencing
+        if job.cohort is None or not rule.enabled:
+            return None
+        reason = self.differencing.refusal(
+            project=job.decision.project or "",
+            dataset=job.request.dataset,
+            cohort=job.cohort,
+            k=rule.k_for(self.policy.min_cell_count),
+        )
+        return None if reason is None else AirlockResult(Outcome.REFUSED, None, 0, (reason,))
 
     def _check_caller(self, job: Job, token: str) -> None:
         try:
@@ -279,6 +327,7 @@ class SiteNode:
         self._runner.shutdown(wait=True)
         self.cluster.close()
         self.replay.close()
+        self.differencing.close()
         self.audit.append("site.stopped", actor=self.name, details={"jobs_finished": running})
         self.audit.close()
 
@@ -371,8 +420,15 @@ class SiteNode:
 
     def _execute(self, job: Job, plan: _Plan) -> None:
         assert plan.analysis is not None and plan.dataset is not None and plan.tables is not None
+        cohort: Cohort | None = None
         try:
-            partial = self.cluster.run(plan.analysis, plan.params, plan.dataset, plan.tables)
+            if self.policy.differencing.enabled and isinstance(plan.analysis, CountsCohort):
+                partial, members = self.cluster.run_with_members(
+                    plan.analysis, plan.params, plan.dataset, plan.tables
+                )
+                cohort = Cohort(members, population=plan.dataset.person_count())
+            else:
+                partial = self.cluster.run(plan.analysis, plan.params, plan.dataset, plan.tables)
             validate_output(job.output, partial)
         except Exception as exc:  # the analysis is foreign code: any failure is the job's
             message = exc.message if isinstance(exc, FedflowError) else type(exc).__name__
@@ -382,7 +438,9 @@ class SiteNode:
             )
             self._audit(job.request, "job.failed", job_id=job.job_id, error=message)
         else:
-            self.quarantine.update(job.job_id, state=JobState.QUARANTINED, partial=partial)
+            self.quarantine.update(
+                job.job_id, state=JobState.QUARANTINED, partial=partial, cohort=cohort
+            )
             self._audit(
                 job.request,
                 "job.quarantined",
@@ -409,6 +467,11 @@ def _restore(quarantine: Quarantine, directory: Path) -> tuple[int, list[Job]]:
             meta = json.loads(meta_path.read_bytes())
             arrow = meta_path.with_suffix(".arrow")
             partial: pa.Table | None = from_ipc(arrow.read_bytes()) if arrow.exists() else None
+            population = meta.get("cohort_population")
+            try:
+                cohort = read_cohort(meta_path, population)
+            except OSError:  # written before the partial: without it, the job did not finish
+                cohort, partial = None, None
             job = Job(
                 job_id=meta["job_id"],
                 request=Request.model_validate(meta["request"]),
@@ -422,6 +485,7 @@ def _restore(quarantine: Quarantine, directory: Path) -> tuple[int, list[Job]]:
                 release=None
                 if meta["release"] is None
                 else Release.model_validate(meta["release"]),
+                cohort=cohort,
             )
         except (OSError, ValueError, KeyError) as exc:
             log.warning("cannot restore job file %s: %s", meta_path.name, type(exc).__name__)

@@ -1,7 +1,9 @@
 """Quarantine: where a job's partial waits, at the site, until the airlock decides.
 
 Each job is kept on disk (metadata as JSON, the partial as Arrow IPC) as well as in memory,
-so what is quarantined survives the process.
+so what is quarantined survives the process. A job that counted a cohort also keeps the
+cohort's person ids (``<job>.cohort.npy``, for the differencing defence) until its release is
+decided; they are never part of what is released.
 """
 
 from __future__ import annotations
@@ -10,14 +12,16 @@ import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from executors.errors import JobNotFound
 from fedflow.core import canonical_json, to_ipc
 from fedflow.core.analysis import AnalysisRef, OutputKind
 from fedflow.core.messages import Decision, JobState, Release, Request
+from governance.differencing import Cohort
 
-__all__ = ["Job", "Quarantine"]
+__all__ = ["Job", "Quarantine", "read_cohort"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class Job:
     error: str | None = None
     partial: pa.Table | None = field(default=None, repr=False)
     release: Release | None = None
+    cohort: Cohort | None = field(default=None, repr=False)
 
 
 class Quarantine:
@@ -79,9 +84,29 @@ class Quarantine:
             "state": job.state.value,
             "error": job.error,
             "release": None if job.release is None else job.release.model_dump(mode="json"),
+            "cohort_population": None if job.cohort is None else job.cohort.population,
         }
         tmp = self._dir / f"{job.job_id}.json.tmp"
         tmp.write_bytes(canonical_json(meta))
         tmp.replace(self._dir / f"{job.job_id}.json")
+        # The cohort before the partial: a partial on disk implies its cohort is there too.
+        cohort = self._dir / f"{job.job_id}.cohort.npy"
+        if job.cohort is None:
+            cohort.unlink(missing_ok=True)
+        elif not cohort.exists():
+            with (self._dir / f"{job.job_id}.cohort.tmp").open("wb") as out:
+                np.save(out, job.cohort.persons)
+            (self._dir / f"{job.job_id}.cohort.tmp").replace(cohort)
         if job.partial is not None and not (self._dir / f"{job.job_id}.arrow").exists():
             (self._dir / f"{job.job_id}.arrow").write_bytes(to_ipc(job.partial))
+
+
+def read_cohort(meta_path: Path, population: int | None) -> Cohort | None:
+    """The cohort kept next to a job's metadata file, or None if the job kept none.
+
+    Raises ``OSError`` when the metadata says there is a cohort but its file is missing.
+    """
+    if population is None:
+        return None
+    persons = np.load(meta_path.with_suffix(".cohort.npy"), allow_pickle=False)
+    return Cohort(persons, population=int(population))

@@ -1,4 +1,5 @@
-"""Governance: identity, site policy (pre-gate), airlock (post-gate), receipts, audit log."""
+"""Governance: identity, site policy (pre-gate), airlock (post-gate), differencing, receipts,
+audit log."""
 
 from governance.airlock import (
     AirlockResult,
@@ -18,10 +19,18 @@ from governance.checkpoints import (
     sign_checkpoint,
     verify_checkpoint,
 )
+from governance.differencing import (
+    COMPLEMENT_RULE,
+    DIFFERENCING_RULE,
+    Cohort,
+    DifferencingLedger,
+    DifferencingPolicy,
+)
 from governance.errors import (
     TOKEN_REJECTION_REASONS,
     AuditError,
     CheckpointInvalid,
+    DifferencingLedgerError,
     GovernanceError,
     IssuerKeyInvalid,
     PolicyInvalid,
@@ -38,6 +47,8 @@ from governance.identity import (
 from governance.receipts import ReceiptKey, verify_receipt, verify_release
 
 __all__ = [
+    "COMPLEMENT_RULE",
+    "DIFFERENCING_RULE",
     "GENESIS",
     "TOKEN_REJECTION_REASONS",
     "AirlockResult",
@@ -48,6 +59,10 @@ __all__ = [
     "Checkpoint",
     "CheckpointCheck",
     "CheckpointInvalid",
+    "Cohort",
+    "DifferencingLedger",
+    "DifferencingLedgerError",
+    "DifferencingPolicy",
     "GovernanceError",
     "Identity",
     "IssuerKey",

@@ -10,7 +10,8 @@
         ├── IssuerKeyInvalid (ConfigError)        a key file is not an Ed25519 key
         ├── ReceiptInvalid (PermissionError)      a release's receipt does not verify
         ├── CheckpointInvalid (PermissionError)   a site's signed audit checkpoint does not verify
-        └── AuditError                            an audit log cannot be opened or written
+        ├── AuditError                            an audit log cannot be opened or written
+        └── DifferencingLedgerError               the differencing ledger cannot be opened
 
 Messages carry context (``site``, ``request_id``, ``reason``) and never a token, a key or a
 row-level value.
@@ -26,6 +27,7 @@ __all__ = [
     "TOKEN_REJECTION_REASONS",
     "AuditError",
     "CheckpointInvalid",
+    "DifferencingLedgerError",
     "GovernanceError",
     "IssuerKeyInvalid",
     "PolicyInvalid",
@@ -79,6 +81,10 @@ class IssuerKeyInvalid(GovernanceError, ConfigError):
 
 class AuditError(GovernanceError):
     """An audit log cannot be opened, read or appended to."""
+
+
+class DifferencingLedgerError(GovernanceError):
+    """The site's differencing ledger cannot be opened, read or written."""
 
 
 class ReceiptInvalid(GovernanceError, PermissionError):

@@ -11,6 +11,9 @@ Example::
     version: "2026-11-01"
     min_cell_count: 10          # airlock: frequency cells under this are suppressed
     release_extremes: false     # airlock: withhold min/max of numeric summaries
+    differencing:               # airlock: refuse counts of near-identical cohorts (default on)
+      enabled: true
+      k: 10                     # default: min_cell_count
     analyses:
       - name: cohort_count
         versions: ["1.0"]
@@ -35,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from fedflow.core import Analysis, TableColumns, digest_json
 from fedflow.core.configfile import describe_problems, read_yaml_mapping
 from fedflow.core.messages import Decision, Request, Verdict
+from governance.differencing import DifferencingPolicy
 from governance.errors import PolicyInvalid
 from governance.identity import Identity
 
@@ -75,6 +79,7 @@ class SitePolicy(_Rule):
     version: str = "1"
     min_cell_count: int = Field(default=10, ge=1, le=1000)
     release_extremes: bool = False
+    differencing: DifferencingPolicy = Field(default_factory=DifferencingPolicy)
     analyses: list[AnalysisRule] = Field(default_factory=list)
     datasets: dict[str, DatasetRule] = Field(default_factory=dict)
     access: AccessRule = Field(default_factory=AccessRule)
