@@ -1,4 +1,5 @@
-"""Harmonization: Synthea CSV and FHIR R4 bundles into OMOP CDM v5.4 parquet, at the site.
+"""Harmonization: Synthea CSV and FHIR R4 bundles into OMOP CDM v5.4 parquet, VCF genotypes
+into the site's genotype store (:mod:`harmonize.vcf`), at the site.
 
 One call per source builds a CDM folder (clinical tables + the vocabulary tables used), with
 every source row accounted for, a mapping coverage report, AI-assisted mapping suggestions for
@@ -30,6 +31,7 @@ from harmonize.spec import CdmSpec, load_spec
 from harmonize.staging import StagedSource
 from harmonize.suggest import Candidate, ConceptIndex, evaluate, labelled_terms
 from harmonize.synthea import read_synthea
+from harmonize.vcf import GenotypeImport, import_vcf, read_sample_sheet
 from harmonize.vocabulary import CodeMapping, VocabularyStore, build_store
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "ConceptIndex",
     "DqReport",
     "EmbeddingUnavailable",
+    "GenotypeImport",
     "HarmonizeError",
     "HarmonizeReport",
     "HarmonizeSettings",
@@ -61,10 +64,12 @@ __all__ = [
     "evaluate",
     "harmonize_fhir",
     "harmonize_synthea",
+    "import_vcf",
     "labelled_terms",
     "load_spec",
     "read_cdm",
     "read_fhir",
+    "read_sample_sheet",
     "read_synthea",
     "write_review",
 ]

@@ -1,6 +1,7 @@
 """``fedflow harmonize``: raw EHR exports and FHIR bundles into OMOP CDM v5.4 parquet, at the site.
 
-Commands: ``synthea`` and ``fhir`` build a CDM folder; ``dq`` runs the conformance checks;
+Commands: ``synthea`` and ``fhir`` build a CDM folder; ``vcf`` imports genotypes into the site's
+genotype store; ``dq`` runs the conformance checks;
 ``vocab`` builds the local vocabulary store; ``suggest`` ranks standard concepts for unmapped
 codes into a review file; ``accept`` turns the accepted rows into source_to_concept_map entries.
 Nothing leaves the machine.
@@ -27,6 +28,7 @@ from harmonize.settings import HarmonizeSettings
 from harmonize.spec import load_spec
 from harmonize.staging import StagedSource
 from harmonize.synthea import read_synthea
+from harmonize.vcf import DEFAULT_BIN_SIZE, import_vcf
 from harmonize.vocabulary import build_store
 
 __all__ = ["app"]
@@ -216,3 +218,44 @@ def accept(
     except HarmonizeError as exc:
         raise _fail(exc) from None
     console.print(f"added {added} source_to_concept_map rows; later runs use them")
+
+
+@app.command()
+def vcf(
+    vcf_file: Annotated[Path, typer.Argument(help="a VCF, bgzipped (.vcf.gz) or plain")],
+    samples: Annotated[
+        Path,
+        typer.Option("--samples", help="sample sheet: PLINK .fam, or CSV with sample_id,person_id"),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="genotype store folder")],
+    labels: Annotated[
+        Path | None,
+        typer.Option("--labels", help="population labels (TSV, first column the sample)"),
+    ] = None,
+    label_column: Annotated[str, typer.Option(help="the labels column to keep")] = "superpop",
+    bin_size: Annotated[int, typer.Option(min=1, help="region bin size in bases")] = (
+        DEFAULT_BIN_SIZE
+    ),
+    first_person_id: Annotated[
+        int, typer.Option(help="person id of the first .fam sample (then in file order)")
+    ] = 1,
+) -> None:
+    """Import VCF genotypes into the site's genotype store (parquet by region, dosages)."""
+    try:
+        result = import_vcf(
+            vcf_file,
+            samples,
+            out,
+            labels=labels,
+            label_column=label_column,
+            bin_size=bin_size,
+            first_person_id=first_person_id,
+        )
+    except HarmonizeError as exc:
+        raise _fail(exc) from None
+    console.print(
+        f"{result.records} records -> {result.variants} variants "
+        f"({result.multiallelic_records} multi-allelic records split) x {result.samples} "
+        f"samples = {result.genotypes} genotypes ({result.missing} missing) in "
+        f"{result.regions} region row groups under {result.out}"
+    )
