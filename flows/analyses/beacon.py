@@ -1,0 +1,104 @@
+"""Beacon v2 variant discovery: does anyone here carry this allele, and how many persons?
+
+Each site answers from its genotype store (:mod:`harmonize.vcf`): the persons carrying at
+least one copy of an alternate allele the query names (:mod:`flows.analyses.variants`). The
+partial is a frequency table (the number of carriers is a person count), so the site's
+airlock treats it as any count: a count between 1 and the site's ``min_cell_count - 1``
+leaves the site suppressed, which still says that carriers exist. A
+``requestedGranularity`` of ``boolean`` makes the site compute only whether a carrier exists
+(0 or 1, merged as a logical OR inside the site), so no count leaves it at all.
+
+The finalized result is one row in Beacon v2 terms (``exists``, ``numTotalResults``,
+``requestedGranularity``, ``returnedGranularity``); :func:`flows.beacon.beacon_response`
+wraps it in a Beacon v2 response document. Carriers are also the cohort this analysis counts
+(:class:`~fedflow.core.CountsCohort`), so the site's differencing defence sees them. Run it::
+
+    python -m flows.analyses.beacon
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from fedflow.core import Analysis, CountsCohort, OutputKind, TableColumns, frequency
+from flows.analyses.variants import VARIANT_COLUMNS, VariantQuery, matching_variants
+
+__all__ = ["BeaconParams", "BeaconVariant"]
+
+GRANULARITY = "granularity"
+
+
+class BeaconParams(VariantQuery):
+    """A Beacon v2 variant query and the granularity asked for."""
+
+    requestedGranularity: Literal["boolean", "count"] = "count"
+
+
+class BeaconVariant(Analysis[BeaconParams], CountsCohort):
+    """Persons carrying an allele (or any allele in a range), Beacon v2 style."""
+
+    name = "beacon_variant"
+    version = "1.0"
+    output = OutputKind.FREQUENCY
+    params_model = BeaconParams
+
+    def tables(self, params: BeaconParams) -> TableColumns:
+        return {"variant": VARIANT_COLUMNS, "genotype": ["person_id", "variant_id", "dosage"]}
+
+    def local(self, tables: Mapping[str, pa.Table], params: BeaconParams) -> pa.Table:
+        return self.local_members(tables, params)[0]
+
+    def local_members(
+        self, tables: Mapping[str, pa.Table], params: BeaconParams
+    ) -> tuple[pa.Table, pa.Array]:
+        wanted = matching_variants(tables["variant"], params)["variant_id"]
+        calls = tables["genotype"]
+        carrying = pc.and_(
+            pc.is_in(calls["variant_id"], wanted), pc.greater(calls["dosage"], 0)
+        )  # a missing call (null dosage) carries nothing known
+        carriers = pc.unique(calls.filter(pc.fill_null(carrying, False))["person_id"])
+        count = len(carriers)
+        if params.requestedGranularity == "boolean":
+            count = min(count, 1)
+        partial = pa.table(
+            {
+                GRANULARITY: pa.array([params.requestedGranularity], pa.string()),
+                frequency.COUNT: pa.array([count], pa.int64()),
+            }
+        )
+        return partial, pa.array(carriers, pa.int64())
+
+    def merge(self, partials: Sequence[pa.Table]) -> pa.Table:
+        merged = frequency.merge(partials)
+        boolean = pc.equal(merged[GRANULARITY], "boolean")
+        clipped = pc.if_else(
+            boolean,
+            pc.min_element_wise(merged[frequency.COUNT], 1, skip_nulls=False),
+            merged[frequency.COUNT],
+        )
+        return merged.set_column(1, frequency.COUNT, pc.cast(clipped, pa.int64()))
+
+    def finalize(self, partial: pa.Table, params: BeaconParams) -> pa.Table:
+        rows = partial.filter(pc.equal(partial[GRANULARITY], params.requestedGranularity))
+        count = rows[frequency.COUNT][0].as_py() if rows.num_rows else 0
+        # A null count was suppressed by a site's airlock: 1..threshold-1 carriers there.
+        exists = count is None or count > 0
+        returned = (
+            "count" if params.requestedGranularity == "count" and count is not None else "boolean"
+        )
+        return pa.table(
+            {
+                "exists": pa.array([exists], pa.bool_()),
+                "numTotalResults": pa.array([count if returned == "count" else None], pa.int64()),
+                "requestedGranularity": pa.array([params.requestedGranularity], pa.string()),
+                "returnedGranularity": pa.array([returned], pa.string()),
+            }
+        )
+
+
+if __name__ == "__main__":  # pragma: no cover - the runnable example
+    print(BeaconParams(referenceName="20", start=10019092, referenceBases="A", alternateBases="G"))

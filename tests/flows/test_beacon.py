@@ -1,0 +1,326 @@
+"""Beacon v2 variant discovery and allele frequencies over three 1000 Genomes sites.
+
+``sample.vcf.gz`` is imported with its ``.fam`` and the 1000 Genomes super-population labels,
+then split into three in-process sites by super-population (EUR; EAS; AFR, AMR, SAS and the
+unlabelled). Answers are checked against a pooled computation written independently of the
+analyses (numpy over the whole store), and against each site's threshold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+import yaml
+
+from fedflow.core import CountsCohort, InvalidParameters
+from flows import SiteStatus, connect, run_analysis
+from flows.analyses.beacon import BeaconVariant
+from flows.beacon import (
+    GENOTYPE_TABLES,
+    beacon_params,
+    query_beacon,
+    read_genotype_store,
+    split_by_population,
+)
+from flows.demo import DemoSite, build_demo
+from flows.federation import FederationSession
+from harmonize.vcf import import_vcf
+
+pytestmark = pytest.mark.integration
+
+GROUPS: list[tuple[str | None, ...]] = [("EUR",), ("EAS",), ("AFR", "AMR", "SAS", None)]
+NAMES = ["eur-biobank", "eas-biobank", "global-cohort"]
+ANALYSES = ("beacon_variant", "allele_frequency")
+
+
+@pytest.fixture(scope="module")
+def store(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, pa.Table]:
+    data = shared_data / "genomics_1000g_vcf"
+    out = tmp_path_factory.mktemp("genotypes")
+    import_vcf(
+        data / "sample.vcf.gz",
+        data / "sample.fam",
+        out,
+        labels=data / "ancestry-labels-1kg.tsv",
+    )
+    return read_genotype_store(out)
+
+
+def _federation(
+    root: Path, store: dict[str, pa.Table], thresholds: list[int], *, differencing: bool
+) -> Path:
+    sites = [
+        DemoSite(name, "EU", 1.0, k, ANALYSES, tables=GENOTYPE_TABLES)
+        for name, k in zip(NAMES, thresholds, strict=True)
+    ]
+    profile = build_demo(root, split_by_population(store, GROUPS), sites=sites)
+    for site in sites:
+        path = root / "sites" / site.name / "policy.yaml"
+        policy = yaml.safe_load(path.read_text())
+        policy["differencing"] = {"enabled": differencing}
+        path.write_text(yaml.safe_dump(policy))
+    return profile
+
+
+@pytest.fixture(scope="module")
+def open_federation(
+    store: dict[str, pa.Table], tmp_path_factory: pytest.TempPathFactory, prefect_server: str
+) -> Iterator[FederationSession]:
+    """Sites that suppress nothing: federated answers must equal pooled ones exactly."""
+    profile = _federation(tmp_path_factory.mktemp("open"), store, [1, 1, 1], differencing=False)
+    with connect(profile) as federation:
+        yield federation
+
+
+@pytest.fixture(scope="module")
+def guarded_federation(
+    store: dict[str, pa.Table], tmp_path_factory: pytest.TempPathFactory, prefect_server: str
+) -> Iterator[FederationSession]:
+    """Sites with thresholds 5, 10 and 5 (the differencing defence is tested on its own)."""
+    profile = _federation(tmp_path_factory.mktemp("guarded"), store, [5, 10, 5], differencing=False)
+    with connect(profile) as federation:
+        yield federation
+
+
+# -- the pooled oracle, independent of the analyses ---------------------------------------------
+
+
+def _carriers_by_site(store: dict[str, pa.Table], ids: list[int]) -> list[int]:
+    """Distinct persons with >= 1 alternate copy of any of ``ids``, per site of GROUPS."""
+    calls = store["genotype"]
+    dosage = calls["dosage"].to_numpy(zero_copy_only=False)
+    hit = np.isin(calls["variant_id"].to_numpy(), ids) & (np.nan_to_num(dosage) > 0)
+    carriers = set(calls["person_id"].to_numpy()[hit].tolist())
+    samples = store["genotype_sample"].to_pylist()
+    return [
+        sum(1 for s in samples if s["person_id"] in carriers and s["population"] in group)
+        for group in GROUPS
+    ]
+
+
+def _ids(store: dict[str, pa.Table], start: int, end: int | None = None) -> list[int]:
+    """Variant ids at 0-based ``start`` (or in ``[start, end)``), by plain Python."""
+    rows = store["variant"].to_pylist()
+    if end is None:
+        return [r["variant_id"] for r in rows if r["pos"] - 1 == start]
+    return [r["variant_id"] for r in rows if start <= r["pos"] - 1 < end]
+
+
+def _queries(store: dict[str, pa.Table]) -> list[dict[str, Any]]:
+    """Beacon v2 requests over real records: a common allele (64 carriers: 37, 10 and 17 by
+    site), a rare one (2 carriers, all at one site), an absent allele and a range."""
+    rows = store["variant"].to_pylist()
+    queries: list[dict[str, Any]] = [
+        {
+            "referenceName": r["chrom"],
+            "start": [r["pos"] - 1],
+            "referenceBases": r["ref"],
+            "alternateBases": r["alt"],
+        }
+        for r in rows[:2]
+    ]
+    # The reference allele of a real record asked as an alternate: nobody carries it.
+    queries.append(
+        {
+            "referenceName": "20",
+            "start": [rows[0]["pos"] - 1],
+            "referenceBases": rows[0]["alt"],
+            "alternateBases": rows[0]["ref"],
+        }
+    )
+    queries.append({"referenceName": "chr20", "start": [rows[0]["pos"] - 1], "end": [11_000_000]})
+    return [{"query": {"requestParameters": q, "requestedGranularity": "count"}} for q in queries]
+
+
+def _expected_ids(store: dict[str, pa.Table], request: dict[str, Any]) -> list[int]:
+    params = beacon_params(request)
+    ids = _ids(store, params["start"], params.get("end"))
+    rows = {r["variant_id"]: r for r in store["variant"].to_pylist()}
+    return [
+        i
+        for i in ids
+        if params.get("alternateBases") in (None, rows[i]["alt"])
+        and params.get("referenceBases") in (None, rows[i]["ref"])
+    ]
+
+
+# -- Beacon -------------------------------------------------------------------------------------
+
+
+def test_beacon_counts_equal_the_pooled_count(
+    store: dict[str, pa.Table], open_federation: FederationSession
+) -> None:
+    totals = []
+    for request in _queries(store):
+        response = query_beacon(request, federation=open_federation)
+        pooled = sum(_carriers_by_site(store, _expected_ids(store, request)))
+        assert response["meta"]["returnedGranularity"] == "count"
+        assert response["responseSummary"] == {"exists": pooled > 0, "numTotalResults": pooled}
+        assert {s["status"] for s in response["info"]["sites"]} == {"released"}
+        totals.append(pooled)
+    assert 0 in totals and max(totals) > 50  # an absent allele and a common one were asked
+
+
+def test_small_counts_are_suppressed_per_site_policy(
+    store: dict[str, pa.Table], guarded_federation: FederationSession
+) -> None:
+    thresholds = [5, 10, 5]
+    seen = {"count": 0, "boolean": 0}
+    for request in _queries(store):
+        per_site = _carriers_by_site(store, _expected_ids(store, request))
+        response = query_beacon(request, federation=guarded_federation)
+        suppressed = [0 < n < k for n, k in zip(per_site, thresholds, strict=True)]
+        statuses = {s["site"]: s["status"] for s in response["info"]["sites"]}
+        for name, hidden in zip(NAMES, suppressed, strict=True):
+            assert statuses[name] == ("released_with_suppression" if hidden else "released")
+        summary = response["responseSummary"]
+        if any(suppressed):
+            # a site's count of 1..k-1 left it as "some": the answer falls back to boolean
+            assert response["meta"]["returnedGranularity"] == "boolean"
+            assert summary == {"exists": True}
+        else:
+            assert summary == {"exists": sum(per_site) > 0, "numTotalResults": sum(per_site)}
+        seen[response["meta"]["returnedGranularity"]] += 1
+    assert seen["count"] and seen["boolean"]
+
+
+def test_boolean_granularity_releases_no_count(
+    store: dict[str, pa.Table], guarded_federation: FederationSession
+) -> None:
+    request = _queries(store)[0]
+    request["query"]["requestedGranularity"] = "boolean"
+    response = query_beacon(request, federation=guarded_federation)
+    assert response["meta"]["returnedGranularity"] == "boolean"
+    assert response["meta"]["receivedRequestSummary"]["requestedGranularity"] == "boolean"
+    assert response["responseSummary"] == {"exists": True}
+
+
+def test_a_range_is_half_open(
+    store: dict[str, pa.Table], open_federation: FederationSession
+) -> None:
+    first = store["variant"].to_pylist()[0]
+    pooled = sum(_carriers_by_site(store, [first["variant_id"]]))
+    zero_based = first["pos"] - 1
+    for start, end, expected in [
+        (zero_based, zero_based + 1, pooled),  # [pos-1, pos) holds POS: start is inclusive
+        (zero_based - 1, zero_based, 0),  # [pos-2, pos-1) does not: end is exclusive
+    ]:
+        request = {
+            "query": {"requestParameters": {"referenceName": "20", "start": [start], "end": [end]}}
+        }
+        response = query_beacon(request, federation=open_federation)
+        assert response["responseSummary"].get("numTotalResults") == expected
+
+
+# -- allele frequencies -------------------------------------------------------------------------
+
+
+def _pooled_frequencies(
+    store: dict[str, pa.Table], ids: list[int]
+) -> dict[tuple[str, str], tuple[int, int, int]]:
+    """(variant key, population) -> (AC, AN, carriers), '*' for everybody, by plain Python."""
+    label = {
+        s["person_id"]: s["population"] or "unlabelled"
+        for s in store["genotype_sample"].to_pylist()
+    }
+    variants = {r["variant_id"]: r for r in store["variant"].to_pylist()}
+    out: dict[tuple[str, str], list[int]] = {}
+    wanted = set(ids)
+    for row in store["genotype"].to_pylist():
+        if row["variant_id"] not in wanted or row["dosage"] is None:
+            continue
+        v = variants[row["variant_id"]]
+        key = f"{v['chrom']}:{v['pos']}:{v['ref']}:{v['alt']}"
+        for population in ("*", label[row["person_id"]]):
+            cell = out.setdefault((key, population), [0, 0, 0])
+            cell[0] += row["dosage"]
+            cell[1] += 2
+            cell[2] += row["dosage"] > 0
+    return {k: (a, b, c) for k, (a, b, c) in out.items()}
+
+
+def test_federated_allele_frequencies_equal_the_pooled_ones(
+    store: dict[str, pa.Table], open_federation: FederationSession
+) -> None:
+    rows = store["variant"].to_pylist()
+    params = {
+        "referenceName": "20",
+        "start": rows[0]["pos"] - 1,
+        "end": 11_000_000,
+        "by_population": True,
+    }
+    result = run_analysis("allele_frequency", params, federation=open_federation)
+    assert {o.status for o in result.outcomes} == {SiteStatus.RELEASED}
+    pooled = _pooled_frequencies(store, _ids(store, params["start"], params["end"]))
+    got = {
+        (f"{r['chrom']}:{r['pos']}:{r['ref']}:{r['alt']}", r["population"]): r
+        for r in result.result.to_dicts()
+    }
+    assert set(got) == set(pooled) and len({k[0] for k in got}) > 20
+    for key, (ac, an, carriers) in pooled.items():
+        row = got[key]
+        assert (row["allele_count"], row["allele_number"], row["carriers"]) == (ac, an, carriers)
+        assert row["allele_frequency"] == ac / an  # exactly: the same integers, one division
+    populations = {k[1] for k in got}
+    assert populations == {"*", "AFR", "AMR", "EAS", "EUR", "SAS", "unlabelled"}
+
+
+def test_allele_frequencies_are_suppressed_per_site_policy(
+    store: dict[str, pa.Table], guarded_federation: FederationSession
+) -> None:
+    rows = store["variant"].to_pylist()
+    params = {"referenceName": "20", "start": rows[0]["pos"] - 1, "end": 10_200_000}
+    result = run_analysis("allele_frequency", params, federation=guarded_federation)
+    pooled = _pooled_frequencies(store, _ids(store, params["start"], params["end"]))
+    released = [r for r in result.result.to_dicts() if r["allele_frequency"] is not None]
+    withheld = [r for r in result.result.to_dicts() if r["allele_frequency"] is None]
+    assert released and withheld
+    for row in released:
+        key = (f"{row['chrom']}:{row['pos']}:{row['ref']}:{row['alt']}", "*")
+        assert (row["allele_count"], row["allele_number"]) == pooled[key][:2]
+    # every withheld frequency has a site whose allele count lies in 1..threshold-1
+    thresholds = [5, 10, 5]
+    for row in withheld:
+        ids = [
+            r["variant_id"]
+            for r in rows
+            if (r["pos"], r["ref"], r["alt"]) == (row["pos"], row["ref"], row["alt"])
+        ]
+        per_site = _site_allele_counts(store, ids)
+        assert any(0 < n < k for n, k in zip(per_site, thresholds, strict=True))
+
+
+def _site_allele_counts(store: dict[str, pa.Table], ids: list[int]) -> list[int]:
+    label = {s["person_id"]: s["population"] for s in store["genotype_sample"].to_pylist()}
+    calls = store["genotype"].filter(pc.is_in(store["genotype"]["variant_id"], pa.array(ids)))
+    counts = [0, 0, 0]
+    for row in calls.to_pylist():
+        for i, group in enumerate(GROUPS):
+            if label[row["person_id"]] in group and row["dosage"]:
+                counts[i] += row["dosage"]
+    return counts
+
+
+def test_the_site_keeps_the_carriers_it_counted(store: dict[str, pa.Table]) -> None:
+    """Carriers are the cohort the count stands for, so the differencing defence sees them."""
+    analysis = BeaconVariant()
+    assert isinstance(analysis, CountsCohort)
+    params = analysis.parse_params(beacon_params(_queries(store)[0]))
+    partial, members = analysis.local_members(store, params)
+    calls = store["genotype"].filter(pc.equal(store["genotype"]["variant_id"], 1))
+    carriers = calls.filter(pc.greater(calls["dosage"], 0))["person_id"].to_pylist()
+    assert sorted(members.to_pylist()) == sorted(carriers)
+    assert partial["count"].to_pylist() == [len(carriers)] == [64]
+
+
+def test_a_range_must_not_be_empty() -> None:
+    with pytest.raises(InvalidParameters, match="end must be greater than start"):
+        BeaconVariant().parse_params({"referenceName": "20", "start": 10, "end": 10})
+    with pytest.raises(InvalidParameters, match="alternateBases"):
+        BeaconVariant().parse_params({"referenceName": "20", "start": 10})
