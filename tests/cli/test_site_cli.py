@@ -77,6 +77,7 @@ def test_receipt_key_is_made_once_and_openapi_lists_the_v1_api(tmp_path: Path) -
     assert set(document["paths"]) == {
         "/v1/health",
         "/v1/info",
+        "/v1/checkpoint",
         "/v1/check",
         "/v1/jobs",
         "/v1/jobs/{job_id}",

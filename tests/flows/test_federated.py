@@ -39,7 +39,6 @@ CASES = [
 ]
 SPLITS = {
     "three-unequal": (0.55, 0.30, 0.15),
-    "two-equal": (0.5, 0.5),
     "five-sites": (0.4, 0.25, 0.15, 0.1, 0.1),
 }
 
