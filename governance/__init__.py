@@ -1,5 +1,5 @@
 """Governance: identity, site policy (pre-gate), airlock (post-gate), differencing, receipts,
-audit log."""
+audit log, human review of held results."""
 
 from governance.airlock import (
     AirlockResult,
@@ -35,6 +35,10 @@ from governance.errors import (
     IssuerKeyInvalid,
     PolicyInvalid,
     ReceiptInvalid,
+    ReviewAlreadyDecided,
+    ReviewError,
+    ReviewInvalid,
+    ReviewNotFound,
     TokenRejected,
 )
 from governance.identity import (
@@ -45,6 +49,8 @@ from governance.identity import (
     verify_token,
 )
 from governance.receipts import ReceiptKey, verify_receipt, verify_release
+from governance.review import ReviewItem, ReviewPolicy, ReviewQueue, ReviewState, decide_review
+from governance.sacro import write_results_json
 
 __all__ = [
     "COMPLEMENT_RULE",
@@ -71,6 +77,14 @@ __all__ = [
     "PolicyInvalid",
     "ReceiptInvalid",
     "ReceiptKey",
+    "ReviewAlreadyDecided",
+    "ReviewError",
+    "ReviewInvalid",
+    "ReviewItem",
+    "ReviewNotFound",
+    "ReviewPolicy",
+    "ReviewQueue",
+    "ReviewState",
     "TokenRejected",
     "TrustedIssuer",
     "check",
@@ -80,10 +94,12 @@ __all__ = [
     "check_regression",
     "check_summary",
     "check_survival",
+    "decide_review",
     "issue_token",
     "sign_checkpoint",
     "verify_checkpoint",
     "verify_receipt",
     "verify_release",
     "verify_token",
+    "write_results_json",
 ]

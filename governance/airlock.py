@@ -81,6 +81,8 @@ class Outcome(StrEnum):
 
     RELEASED = "released"
     SUPPRESSED = "released_with_suppression"
+    REVIEW = "review"
+    """Held at the site for a custodian's decision (see :mod:`governance.review`)."""
     REFUSED = "refused"
 
 

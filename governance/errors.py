@@ -11,7 +11,11 @@
         ├── ReceiptInvalid (PermissionError)      a release's receipt does not verify
         ├── CheckpointInvalid (PermissionError)   a site's signed audit checkpoint does not verify
         ├── AuditError                            an audit log cannot be opened or written
-        └── DifferencingLedgerError               the differencing ledger cannot be opened
+        ├── DifferencingLedgerError               the differencing ledger cannot be opened
+        └── ReviewError                           the review queue cannot be used
+            ├── ReviewNotFound (LookupError)      no result of that job is held for review
+            ├── ReviewAlreadyDecided              the held result was already decided
+            └── ReviewInvalid (ValueError)        a decision without a reviewer or a reason
 
 Messages carry context (``site``, ``request_id``, ``reason``) and never a token, a key or a
 row-level value.
@@ -32,6 +36,10 @@ __all__ = [
     "IssuerKeyInvalid",
     "PolicyInvalid",
     "ReceiptInvalid",
+    "ReviewAlreadyDecided",
+    "ReviewError",
+    "ReviewInvalid",
+    "ReviewNotFound",
     "TokenRejected",
 ]
 
@@ -93,3 +101,19 @@ class ReceiptInvalid(GovernanceError, PermissionError):
 
 class CheckpointInvalid(GovernanceError, PermissionError):
     """A site's audit checkpoint is not signed by its pinned key, or is not the one asked for."""
+
+
+class ReviewError(GovernanceError):
+    """The site's review queue cannot be opened, read or written, or a decision is refused."""
+
+
+class ReviewNotFound(ReviewError, LookupError):
+    """No result of that job is held for review at this site."""
+
+
+class ReviewAlreadyDecided(ReviewError):
+    """The held result was already approved or rejected: a decision is final."""
+
+
+class ReviewInvalid(ReviewError, ValueError):
+    """A decision is incomplete (no reviewer, a rejection without a reason)."""

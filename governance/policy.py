@@ -14,6 +14,10 @@ Example::
     differencing:               # airlock: refuse counts of near-identical cohorts (default on)
       enabled: true
       k: 10                     # default: min_cell_count
+    review:                     # airlock: results a custodian approves before release
+      analyses: [numeric_summary]
+      output_kinds: [regression]
+      always: false             # default: nothing is held for review
     analyses:
       - name: cohort_count
         versions: ["1.0"]
@@ -41,6 +45,7 @@ from fedflow.core.messages import Decision, Request, Verdict
 from governance.differencing import DifferencingPolicy
 from governance.errors import PolicyInvalid
 from governance.identity import Identity
+from governance.review import ReviewPolicy
 
 __all__ = ["AccessRule", "AnalysisRule", "DatasetRule", "SitePolicy"]
 
@@ -80,6 +85,7 @@ class SitePolicy(_Rule):
     min_cell_count: int = Field(default=10, ge=1, le=1000)
     release_extremes: bool = False
     differencing: DifferencingPolicy = Field(default_factory=DifferencingPolicy)
+    review: ReviewPolicy = Field(default_factory=ReviewPolicy)
     analyses: list[AnalysisRule] = Field(default_factory=list)
     datasets: dict[str, DatasetRule] = Field(default_factory=dict)
     access: AccessRule = Field(default_factory=AccessRule)

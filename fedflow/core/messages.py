@@ -111,6 +111,8 @@ class ReleaseOutcome(StrEnum):
 
     RELEASED = "released"
     SUPPRESSED = "released_with_suppression"
+    REVIEW = "review"
+    """Pending: held at the site for its custodian's review; ask again later."""
     REFUSED = "refused"
 
 
