@@ -7,9 +7,12 @@ through the airlock and signs a receipt over the release's lineage. For an analy
 a cohort, the job also keeps the cohort's person ids in quarantine, and the release first
 passes the differencing defence (:mod:`governance.differencing`): a count whose cohort is
 within ``k - 1`` persons of one already released to the same project, or of the whole
-dataset, is refused; a released one enters the site's ledger. Every step, allowed or
-not, lands in the site's audit log; errors and audit entries name what was wrong, never
-row-level values.
+dataset, is refused; a released one enters the site's ledger. When the policy's ``review``
+section holds the result for a custodian (:mod:`governance.review`), a release the airlock
+would allow is filed in the site's review queue instead, and every release call answers
+``review`` (pending, signed) until the custodian decides: then the approved table exactly as
+reviewed, or a refusal with the reviewer's reason. Every step, allowed or not, lands in the
+site's audit log; errors and audit entries name what was wrong, never row-level values.
 
 A request is refused if it is stale or its nonce was already used for the same step (see
 :mod:`executors.replay`). Jobs survive a restart: quarantined and released jobs are read back
@@ -26,7 +29,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +73,7 @@ from governance.errors import TokenRejected
 from governance.identity import TrustedIssuer, verify_token
 from governance.policy import SitePolicy
 from governance.receipts import ReceiptKey
+from governance.review import ReviewItem, ReviewQueue, ReviewState
 
 __all__ = ["SiteNode"]
 
@@ -111,6 +115,8 @@ class SiteNode:
         self.receipt_key = ReceiptKey.load_or_create(config.state_dir / "receipt.key.pem")
         self.replay = ReplayGuard(config.state_dir / "nonces.db", max_age=max_request_age)
         self.differencing = DifferencingLedger(config.state_dir / "differencing.db")
+        self.reviews = ReviewQueue(config.state_dir / "review.db")
+        self._review_lock = threading.Lock()
         restored, interrupted = _restore(self.quarantine, config.state_dir / "quarantine")
         self.cluster = SiteCluster(config.dask, name=self.name)
         self._runner = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{self.name}-job")
@@ -225,7 +231,12 @@ class SiteNode:
             )
         # Cohort releases one at a time against the ledger: two near-identical cohorts
         # released concurrently must not both pass a check that saw neither.
-        with self.differencing.lock if job.cohort is not None else nullcontext():
+        # A held result is decided once: concurrent calls must not both release it.
+        held = self.policy.review.applies(job.analysis.name, job.output)
+        with (
+            self.differencing.lock if job.cohort is not None else nullcontext(),
+            self._review_lock if held else nullcontext(),
+        ):
             return self._release(job_id)
 
     def _release(self, job_id: str) -> Release:
@@ -233,33 +244,33 @@ class SiteNode:
         if job.release is not None:  # released by a concurrent call
             return job.release
         assert job.partial is not None
-        result = self._differencing(job) or airlock_check(
-            job.output,
-            job.partial,
-            threshold=self.policy.min_cell_count,
-            release_extremes=self.policy.release_extremes,
-        )
+        held = self.reviews.get(job_id)
+        review: dict[str, Any] = {}
+        if held is None:
+            result = self._differencing(job) or airlock_check(
+                job.output,
+                job.partial,
+                threshold=self.policy.min_cell_count,
+                release_extremes=self.policy.release_extremes,
+            )
+            if result.outcome is not Outcome.REFUSED and self.policy.review.applies(
+                job.analysis.name, job.output
+            ):
+                return self._hold(job, result)
+        elif held.state is ReviewState.PENDING:
+            return self._pending(job, held)
+        else:
+            result = self._reviewed(job, held)
+            review = {"review": held.decision()}
         payload = None if result.table is None else to_ipc(result.table)
-        digests = {
-            "request": job.request.digest(),
-            "decision": job.decision.digest(),
-            "policy": self.policy.digest,
-            "dataset": job.dataset_digest,
-            "code": job.analysis.code_digest,
-            "result": digest_bytes(payload) if payload is not None else "",
-        }
-        release = Release(
-            site=self.name,
-            request_id=job.request.request_id,
-            job_id=job_id,
-            outcome=ReleaseOutcome(result.outcome.value),
-            suppressed_cells=result.suppressed_cells,
-            reasons=result.reasons,
-            partial=payload,
-            digests=digests,
+        digests = self._digests(job, payload)
+        if held is not None and held.state is not ReviewState.PENDING:
+            digests["review"] = held.decision_digest()
+        release = self._signed(
+            job, result.outcome, result.suppressed_cells, result.reasons, payload, digests
         )
-        receipt = self.receipt_key.sign(release)
-        release = release.model_copy(update={"receipt": receipt})
+        assert release.receipt is not None
+        issued = release.receipt.issued_at.isoformat()
         refused = release.outcome is ReleaseOutcome.REFUSED
         self.quarantine.update(
             job_id,
@@ -287,10 +298,97 @@ class SiteNode:
             suppressed_cells=release.suppressed_cells,
             reasons=list(release.reasons),
             digests=digests,
-            receipt={"key_id": receipt.key_id, "issued_at": receipt.issued_at.isoformat()},
+            receipt={"key_id": release.receipt.key_id, "issued_at": issued},
             **cohort,
+            **review,
         )
         return release
+
+    def _digests(self, job: Job, payload: bytes | None) -> dict[str, str]:
+        return {
+            "request": job.request.digest(),
+            "decision": job.decision.digest(),
+            "policy": self.policy.digest,
+            "dataset": job.dataset_digest,
+            "code": job.analysis.code_digest,
+            "result": digest_bytes(payload) if payload is not None else "",
+        }
+
+    def _signed(
+        self,
+        job: Job,
+        outcome: Outcome,
+        suppressed: int,
+        reasons: tuple[str, ...],
+        payload: bytes | None,
+        digests: dict[str, str],
+    ) -> Release:
+        release = Release(
+            site=self.name,
+            request_id=job.request.request_id,
+            job_id=job.job_id,
+            outcome=ReleaseOutcome(outcome.value),
+            suppressed_cells=suppressed,
+            reasons=reasons,
+            partial=payload,
+            digests=digests,
+        )
+        return release.model_copy(update={"receipt": self.receipt_key.sign(release)})
+
+    def _hold(self, job: Job, result: AirlockResult) -> Release:
+        """File a result the airlock would release in the review queue; answer pending."""
+        assert result.table is not None
+        payload = to_ipc(result.table)
+        item, created = self.reviews.hold(
+            ReviewItem(
+                job_id=job.job_id,
+                site=self.name,
+                request_id=job.request.request_id,
+                analysis=str(job.analysis),
+                output_kind=job.output.value,
+                dataset=job.request.dataset,
+                project=job.decision.project or "",
+                researcher=job.decision.researcher or "",
+                purpose=job.decision.purpose or "",
+                outcome=result.outcome.value,
+                suppressed_cells=result.suppressed_cells,
+                reasons=result.reasons,
+                result=payload,
+                result_digest=digest_bytes(payload),
+                created_at=datetime.now(UTC).isoformat(),
+            )
+        )
+        if created:
+            self._audit(
+                job.request,
+                "airlock.review",
+                job_id=job.job_id,
+                outcome=item.outcome,
+                suppressed_cells=item.suppressed_cells,
+                reasons=list(item.reasons),
+                result_digest=item.result_digest,
+            )
+        return self._pending(job, item)
+
+    def _pending(self, job: Job, item: ReviewItem) -> Release:
+        """The signed answer for a held result: pending, with no payload."""
+        reason = f"held for review by the custodian of site {self.name} since {item.created_at}"
+        return self._signed(
+            job, Outcome.REVIEW, item.suppressed_cells, (reason,), None, self._digests(job, None)
+        )
+
+    def _reviewed(self, job: Job, item: ReviewItem) -> AirlockResult:
+        """The airlock's result after the custodian's decision on a held result."""
+        if item.state is ReviewState.REJECTED:
+            why = f"rejected by the reviewer of site {self.name}: {item.reason}"
+            return AirlockResult(Outcome.REFUSED, None, 0, (why,))
+        # The ledger may have changed while the result waited: check the cohort again.
+        refusal = self._differencing(job)
+        if refusal is not None:
+            return refusal
+        approved = f"approved by the reviewer of site {self.name}"
+        reasons = (*item.reasons, approved + (f": {item.reason}" if item.reason else ""))
+        return AirlockResult(Outcome(item.outcome), item.table(), item.suppressed_cells, reasons)
 
     def _differencing(self, job: Job) -> AirlockResult | None:
         """The differencing defence's refusal of ``job``'s count, or None if it may go on."""
@@ -328,6 +426,7 @@ class SiteNode:
         self.cluster.close()
         self.replay.close()
         self.differencing.close()
+        self.reviews.close()
         self.audit.append("site.stopped", actor=self.name, details={"jobs_finished": running})
         self.audit.close()
 

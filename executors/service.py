@@ -22,6 +22,9 @@ reasons), 404 for an unknown job, 409 for a job not in a releasable state, 413 f
 the site shuts down. Malformed bodies are audited (``request.malformed``). A release (and
 ``/result``) needs ``Authorization: Bearer <token>`` of the researcher and project the job ran
 for; anyone else is told there is no such job (and the site audits ``release.refused``).
+While the site holds the result for its custodian's review, a release answers 200 with a
+signed ``Release`` whose outcome is ``review`` and no partial: ask again later. Decisions are
+made at the site (``fedflow airlock``), never through this API.
 
 TLS is required: the server presents its certificate and accepts only clients whose
 certificate chains to ``service.client_ca`` (``ssl.CERT_REQUIRED``); plain HTTP needs
