@@ -25,7 +25,13 @@ if TYPE_CHECKING:
     from fedflow.core import Analysis, OutputKind, Params, TableColumns, frequency, summary
     from fedflow.core.registry import default_registry, register
     from flows.cox import CoxFit, run_cox
-    from flows.errors import FlowError, LineageNotFound, ProfileInvalid, QuorumNotMet
+    from flows.errors import (
+        FlowError,
+        LineageNotFound,
+        ProfileInvalid,
+        QuorumNotMet,
+        ReviewPending,
+    )
     from flows.federated import federated_analysis, run_analysis
     from flows.federation import Federation, FederationSession, connect
     from flows.glm import GlmFit, fit_glm
@@ -49,6 +55,7 @@ _EXPORTS = {
     "LineageNotFound": "flows.errors",
     "ProfileInvalid": "flows.errors",
     "QuorumNotMet": "flows.errors",
+    "ReviewPending": "flows.errors",
     "federated_analysis": "flows.federated",
     "run_analysis": "flows.federated",
     "Federation": "flows.federation",
@@ -81,6 +88,7 @@ __all__ = [
     "Params",
     "ProfileInvalid",
     "QuorumNotMet",
+    "ReviewPending",
     "SiteOutcome",
     "SiteStatus",
     "TableColumns",

@@ -5,6 +5,7 @@
     FedflowError
     └── FlowError                 a federated step could not produce a result
         ├── QuorumNotMet          fewer sites released a partial than the step needs
+        ├── ReviewPending         a site still holds the result for review when the wait ends
         ├── LineageNotFound (LookupError)  no request or flow run with that id was audited
         └── ProfileInvalid (ConfigError)  a federation profile is invalid
 """
@@ -18,7 +19,7 @@ from fedflow.core import ConfigError, FedflowError
 if TYPE_CHECKING:
     from flows.outcomes import SiteOutcome
 
-__all__ = ["FlowError", "LineageNotFound", "ProfileInvalid", "QuorumNotMet"]
+__all__ = ["FlowError", "LineageNotFound", "ProfileInvalid", "QuorumNotMet", "ReviewPending"]
 
 
 class FlowError(FedflowError):
@@ -31,6 +32,10 @@ class QuorumNotMet(FlowError):
     def __init__(self, message: str, *, outcomes: list[SiteOutcome], request_id: str) -> None:
         super().__init__(message, request_id=request_id, reason="quorum_not_met")
         self.outcomes = outcomes
+
+
+class ReviewPending(FlowError):
+    """A site's custodian had not decided on a held result when the step stopped waiting."""
 
 
 class ProfileInvalid(FlowError, ConfigError):

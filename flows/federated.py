@@ -1,6 +1,8 @@
 """The federated step as a Prefect flow, and :func:`run_analysis`, its Python entry point.
 
-For every site, concurrently: ``gate_before`` → ``run`` → ``gate_after``. Then the released
+For every site, concurrently: ``gate_before`` → ``run`` → ``gate_after`` (which waits up to
+``review_timeout`` seconds while a site holds the result for its custodian's review; a site
+still undecided then is reported ``review_pending`` by name). Then the released
 partials are merged and finalized here; the result and the per-site outcome table are
 published as Prefect artifacts, and the orchestrator's audit log records the request, every
 site's outcome (with the pre-gate's decision and the verified receipt), a signed checkpoint
@@ -22,7 +24,7 @@ from fedflow.core import FedflowError, digest_bytes, digest_json, to_ipc
 from fedflow.core.messages import ReleaseOutcome, Request
 from fedflow.core.registry import default_registry
 from flows import steps
-from flows.errors import QuorumNotMet
+from flows.errors import QuorumNotMet, ReviewPending
 from flows.federation import FederationSession, connect, open_session
 from flows.outcomes import FederatedResult, SiteOutcome, SiteStatus
 from governance.checkpoints import verify_checkpoint
@@ -40,10 +42,13 @@ def federated_analysis(
     version: str | None = None,
     min_sites: int = 1,
     timeout: float = steps.DEFAULT_TIMEOUT,
+    review_timeout: float = steps.DEFAULT_REVIEW_TIMEOUT,
 ) -> FederatedResult:
     """Run one federated analysis over the sites of the ``federation`` profile."""
     with open_session(federation) as session:
-        return _federated_step(session, analysis, params, dataset, version, min_sites, timeout)
+        return _federated_step(
+            session, analysis, params, dataset, version, min_sites, timeout, review_timeout
+        )
 
 
 def run_analysis(
@@ -55,12 +60,24 @@ def run_analysis(
     version: str | None = None,
     min_sites: int = 1,
     token: str | None = None,
+    review_timeout: float = steps.DEFAULT_REVIEW_TIMEOUT,
 ) -> FederatedResult:
-    """Run ``analysis`` with ``params`` over a federation (an open session or a profile path)."""
+    """Run ``analysis`` with ``params`` over a federation (an open session or a profile path).
+
+    ``review_timeout``: how many seconds to wait for a site's custodian to decide on a result
+    the site holds for review (default 300); a site still undecided then counts as not
+    contributing (``review_pending``) and ``min_sites`` decides whether the step goes on.
+    """
     if isinstance(federation, FederationSession):
         assert federation.profile.path is not None
         return federated_analysis(
-            analysis, dict(params or {}), str(federation.profile.path), dataset, version, min_sites
+            analysis,
+            dict(params or {}),
+            str(federation.profile.path),
+            dataset,
+            version,
+            min_sites,
+            review_timeout=review_timeout,
         )
     with connect(Path(federation), token=token) as session:
         return run_analysis(
@@ -70,6 +87,7 @@ def run_analysis(
             dataset=dataset,
             version=version,
             min_sites=min_sites,
+            review_timeout=review_timeout,
         )
 
 
@@ -81,6 +99,7 @@ def _federated_step(
     version: str | None,
     min_sites: int,
     timeout: float,
+    review_timeout: float = steps.DEFAULT_REVIEW_TIMEOUT,
 ) -> FederatedResult:
     logger = get_run_logger()
     audit = session.audit
@@ -145,7 +164,9 @@ def _federated_step(
     for site, run_future in runs.items():
         job_id = _result(run_future, site, "run", outcomes)
         if job_id is not None:
-            releases[site] = steps.gate_after.submit(site, transports[site], job_id, request)
+            releases[site] = steps.gate_after.submit(
+                site, transports[site], job_id, request, review_timeout
+            )
     partials = []
     receipts: dict[str, dict[str, Any]] = {}
     for site, release_future in releases.items():
@@ -155,12 +176,13 @@ def _federated_step(
         status = {
             ReleaseOutcome.RELEASED: SiteStatus.RELEASED,
             ReleaseOutcome.SUPPRESSED: SiteStatus.SUPPRESSED,
+            ReleaseOutcome.REVIEW: SiteStatus.REVIEW_PENDING,
             ReleaseOutcome.REFUSED: SiteStatus.REFUSED,
         }[release.outcome]
         outcomes[site] = SiteOutcome(
             site,
             status,
-            "gate_after",
+            "review" if "review" in release.digests else "gate_after",
             release.reasons,
             release.suppressed_cells,
             release.job_id,
@@ -241,6 +263,9 @@ def _result(
         return future.result()
     error = state.result(raise_on_failure=False)
     reason = error.message if isinstance(error, FedflowError) else type(error).__name__
+    if isinstance(error, ReviewPending):
+        outcomes[site] = SiteOutcome(site, SiteStatus.REVIEW_PENDING, "review", (reason,))
+        return None
     if isinstance(error, FedflowError) and error.reason:
         reason = f"{reason} ({error.reason})"
     outcomes[site] = SiteOutcome(site, SiteStatus.FAILED, stage, (reason,))

@@ -19,6 +19,8 @@ class SiteStatus(StrEnum):
     RELEASED = "released"
     SUPPRESSED = "released_with_suppression"
     REFUSED = "refused"
+    REVIEW_PENDING = "review_pending"
+    """The site held the result for its custodian's review, undecided when the wait ended."""
     FAILED = "failed"
 
 
@@ -29,7 +31,8 @@ class SiteOutcome:
     site: str
     status: SiteStatus
     stage: str
-    """Where it was decided: ``gate_before``, ``run`` or ``gate_after``."""
+    """Where it was decided: ``gate_before``, ``run``, ``gate_after`` or ``review`` (by the
+    site's custodian, for a result held for review)."""
     reasons: tuple[str, ...] = ()
     suppressed_cells: int = 0
     job_id: str | None = None

@@ -7,16 +7,22 @@ that into the site's outcome and carries on with the others.
 
 from __future__ import annotations
 
+import time
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from executors import AnalysisFailed, SiteTransport, SiteUnavailable
-from fedflow.core.messages import Decision, JobState, Release, Request
+from fedflow.core.messages import Decision, JobState, Release, ReleaseOutcome, Request
+from flows.errors import ReviewPending
 from governance.receipts import verify_release
 
-__all__ = ["gate_after", "gate_before", "run"]
+__all__ = ["DEFAULT_REVIEW_TIMEOUT", "gate_after", "gate_before", "run"]
 
 DEFAULT_TIMEOUT = 600.0
+DEFAULT_REVIEW_TIMEOUT = 300.0
+"""How long ``gate_after`` waits for a custodian's decision on a result held for review (s)."""
+_POLL_FIRST, _POLL_MAX = 0.2, 2.0
 
 
 @task(name="gate_before", task_run_name="gate_before-{site}", cache_policy=NO_CACHE)
@@ -48,15 +54,41 @@ def run(
 
 @task(name="gate_after", task_run_name="gate_after-{site}", cache_policy=NO_CACHE)
 def gate_after(
-    site: str, transport: SiteTransport, job_id: str, request: Request | None = None
+    site: str,
+    transport: SiteTransport,
+    job_id: str,
+    request: Request | None = None,
+    review_timeout: float = DEFAULT_REVIEW_TIMEOUT,
 ) -> Release:
     """Ask the site's airlock to release the partial; refuse it unless its receipt verifies.
 
     The receipt must be signed by the site's pinned key, sign the digests the release carries,
-    match the payload's bytes and, when ``request`` is given, name that request.
+    match the payload's bytes and, when ``request`` is given, name that request. While the
+    site holds the result for its custodian's review, ask again (every 0.2 s, backing off to
+    2 s) for up to ``review_timeout`` seconds; then raise :class:`ReviewPending`.
     """
+    deadline = time.monotonic() + review_timeout
+    pause = _POLL_FIRST
     release = transport.release(job_id)
     verify_release(release, transport.receipt_key, site=site, request=request)
+    if release.outcome is ReleaseOutcome.REVIEW:
+        get_run_logger().info(
+            "%s: %s; waiting up to %g s", site, release.reasons[0], review_timeout
+        )
+    while release.outcome is ReleaseOutcome.REVIEW:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ReviewPending(
+                f"site {site} still holds the result for its custodian's review after "
+                f"{review_timeout:g} s",
+                site=site,
+                request_id=release.request_id,
+                reason="review_pending",
+            )
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, _POLL_MAX)
+        release = transport.release(job_id)
+        verify_release(release, transport.receipt_key, site=site, request=request)
     get_run_logger().info(
         "%s: %s, %d cell(s) suppressed", site, release.outcome.value, release.suppressed_cells
     )

@@ -16,6 +16,7 @@ _STYLE = {
     "released": "green",
     "released_with_suppression": "yellow",
     "refused": "red",
+    "review_pending": "magenta",
     "failed": "bold red",
 }
 

@@ -62,6 +62,13 @@ def run(
         Path | None,
         typer.Option(help="km only: also draw the curves with confidence bands as a PNG here."),
     ] = None,
+    review_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds to wait while a site holds the result for its custodian's review.",
+        ),
+    ] = 300.0,
 ) -> None:
     """Run ANALYSIS over the sites of a federation and print the merged result and outcomes."""
     if plot is not None and analysis != "km":
@@ -119,6 +126,7 @@ def run(
                 version=version,
                 min_sites=min_sites,
                 token=token,
+                review_timeout=review_timeout,
             )
     except QuorumNotMet as exc:
         if output == "json":
