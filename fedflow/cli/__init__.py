@@ -15,6 +15,7 @@ os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
 import typer
 
+from fedflow.cli.airlock import app as airlock_app
 from fedflow.cli.audit import app as audit_app
 from fedflow.cli.demo import demo
 from fedflow.cli.identity import keys_app, token_app
@@ -36,6 +37,7 @@ app.command()(demo)
 app.command()(run)
 app.command()(analyses)
 app.command()(lineage)
+app.add_typer(airlock_app, name="airlock")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(token_app, name="token")
