@@ -5,7 +5,12 @@
 federation and returns a Beacon v2 response (``meta.returnedGranularity``,
 ``responseSummary.exists`` and, at count granularity, ``numTotalResults``), with each site's
 outcome under ``info``. :func:`split_by_population` cuts a genotype store
-(:mod:`harmonize.vcf`) into site datasets by population label, for the demo and the tests.
+(:mod:`harmonize.vcf`) into site datasets by population label, and :func:`build_genotype_demo`
+writes a federation of three 1000 Genomes sites from the shared data (``sample.vcf.gz`` split
+by super-population) for the examples and the tests::
+
+    python -m flows.analyses.beacon            # a few Beacon v2 queries
+    python -m flows.analyses.allele_frequency  # allele frequencies by super-population
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import yaml
 
 from fedflow.core import InvalidParameters
 from flows.federated import run_analysis
@@ -25,11 +31,14 @@ from flows.outcomes import FederatedResult
 
 __all__ = [
     "API_VERSION",
+    "DEMO_GROUPS",
     "GENOTYPE_TABLES",
     "beacon_params",
     "beacon_response",
+    "build_genotype_demo",
     "query_beacon",
     "read_genotype_store",
+    "run_genotype_example",
     "split_by_population",
 ]
 
@@ -42,6 +51,12 @@ GENOTYPE_TABLES: dict[str, list[str] | str] = {
     "genotype_sample": ["person_id", "population"],
 }
 """The tables (and columns) of a genotype site a policy opens to these analyses."""
+DEMO_GROUPS: tuple[tuple[str, tuple[str | None, ...]], ...] = (
+    ("eur-biobank", ("EUR",)),
+    ("eas-biobank", ("EAS",)),
+    ("global-cohort", ("AFR", "AMR", "SAS", None)),
+)
+"""The demo's sites and the super-populations each holds (``None``: samples with no label)."""
 
 
 def beacon_params(request: Mapping[str, Any]) -> dict[str, Any]:
@@ -137,3 +152,69 @@ def split_by_population(
             }
         )
     return parts
+
+
+def build_genotype_demo(
+    root: Path,
+    data: Path,
+    *,
+    thresholds: Sequence[int] = (5, 10, 5),
+    differencing: bool = True,
+) -> Path:
+    """Three genotype sites from ``data`` (the shared ``genomics_1000g_vcf`` folder).
+
+    Imports ``sample.vcf.gz`` with ``sample.fam`` and the 1000 Genomes labels, splits it by
+    :data:`DEMO_GROUPS` and writes the sites like the OMOP demo (:func:`flows.demo.build_demo`),
+    each with its ``min_cell_count`` from ``thresholds`` and the differencing defence on or off.
+    Returns the federation profile.
+    """
+    from flows.demo import DemoSite, build_demo
+    from harmonize.vcf import import_vcf
+
+    store = root / "genotype-store"
+    import_vcf(
+        data / "sample.vcf.gz",
+        data / "sample.fam",
+        store,
+        labels=data / "ancestry-labels-1kg.tsv",
+    )
+    sites = [
+        DemoSite(name, "EU", 1.0, k, (BEACON_ANALYSIS, "allele_frequency"), tables=GENOTYPE_TABLES)
+        for (name, _), k in zip(DEMO_GROUPS, thresholds, strict=True)
+    ]
+    parts = split_by_population(read_genotype_store(store), [g for _, g in DEMO_GROUPS])
+    profile = build_demo(root, parts, sites=sites)
+    for site in sites:
+        path = root / "sites" / site.name / "policy.yaml"
+        policy = yaml.safe_load(path.read_text())
+        policy["differencing"] = {"enabled": differencing}
+        path.write_text(yaml.safe_dump(policy, sort_keys=False))
+    return profile
+
+
+def run_genotype_example(
+    analysis: str,
+    requests: Sequence[Mapping[str, Any]],
+    directory: Path = Path(".fedflow/genomics"),
+) -> None:
+    """Run ``analysis`` once per parameter set over the genotype demo and print the answers.
+
+    The shared data is found at ``FEDFLOW_SHARED_DATA`` (default ``../shared/data``).
+    """
+    import json
+    import os
+
+    from flows.federation import connect
+    from flows.server import prefect_api
+
+    data = Path(os.environ.get("FEDFLOW_SHARED_DATA", "../shared/data")) / "genomics_1000g_vcf"
+    with prefect_api(directory / "prefect") as api:
+        profile = build_genotype_demo(directory, data)
+        with connect(profile) as federation:
+            api.wait()
+            for request in requests:
+                if analysis == BEACON_ANALYSIS:
+                    print(json.dumps(query_beacon(request, federation=federation), indent=2))
+                else:
+                    result = run_analysis(analysis, dict(request), federation=federation)
+                    print(result.result)

@@ -13,7 +13,9 @@ It is a frequency table (``variant``, ``population``, ``statistic`` -> ``count``
 site's airlock suppresses every count between 1 and its threshold - 1 and protects the
 population margin; an allele frequency with a suppressed count is withheld. Select variants
 with the Beacon v2 coordinates of :mod:`flows.analyses.variants` (a range, or one allele), or
-leave ``referenceName`` out for every variant of the store.
+leave ``referenceName`` out for every variant of the store. Run it::
+
+    python -m flows.analyses.allele_frequency
 """
 
 from __future__ import annotations
@@ -171,3 +173,10 @@ class AlleleFrequency(Analysis[AlleleFrequencyParams]):
                 ("population", "ascending"),
             ]
         )
+
+
+if __name__ == "__main__":  # pragma: no cover - the runnable example
+    from flows.beacon import run_genotype_example
+
+    region = {"referenceName": "20", "start": 10019092, "end": 10100000}
+    run_genotype_example("allele_frequency", [region, {**region, "by_population": True}])

@@ -6,7 +6,9 @@ partial is a frequency table (the number of carriers is a person count), so the 
 airlock treats it as any count: a count between 1 and the site's ``min_cell_count - 1``
 leaves the site suppressed, which still says that carriers exist. A
 ``requestedGranularity`` of ``boolean`` makes the site compute only whether a carrier exists
-(0 or 1, merged as a logical OR inside the site), so no count leaves it at all.
+(0 or 1 in a one-cell table marked ``boolean``, merged as a logical OR inside the site), so no
+count leaves it at all. A count is a single cell without dimension, the cohort's total, so
+the differencing ledger records it.
 
 The finalized result is one row in Beacon v2 terms (``exists``, ``numTotalResults``,
 ``requestedGranularity``, ``returnedGranularity``); :func:`flows.beacon.beacon_response`
@@ -29,7 +31,7 @@ from flows.analyses.variants import VARIANT_COLUMNS, VariantQuery, matching_vari
 
 __all__ = ["BeaconParams", "BeaconVariant"]
 
-GRANULARITY = "granularity"
+BOOLEAN = "boolean"
 
 
 class BeaconParams(VariantQuery):
@@ -62,29 +64,28 @@ class BeaconVariant(Analysis[BeaconParams], CountsCohort):
         )  # a missing call (null dosage) carries nothing known
         carriers = pc.unique(calls.filter(pc.fill_null(carrying, False))["person_id"])
         count = len(carriers)
-        if params.requestedGranularity == "boolean":
-            count = min(count, 1)
-        partial = pa.table(
-            {
-                GRANULARITY: pa.array([params.requestedGranularity], pa.string()),
-                frequency.COUNT: pa.array([count], pa.int64()),
-            }
-        )
+        if params.requestedGranularity == "count":
+            # One count, no dimension: the cohort's total, which the differencing ledger keeps.
+            partial = pa.table({frequency.COUNT: pa.array([count], pa.int64())})
+        else:
+            # Marked boolean, so merges take the logical OR: no count is ever formed.
+            partial = pa.table(
+                {
+                    BOOLEAN: pa.array([BOOLEAN], pa.string()),
+                    frequency.COUNT: pa.array([min(count, 1)], pa.int64()),
+                }
+            )
         return partial, pa.array(carriers, pa.int64())
 
     def merge(self, partials: Sequence[pa.Table]) -> pa.Table:
         merged = frequency.merge(partials)
-        boolean = pc.equal(merged[GRANULARITY], "boolean")
-        clipped = pc.if_else(
-            boolean,
-            pc.min_element_wise(merged[frequency.COUNT], 1, skip_nulls=False),
-            merged[frequency.COUNT],
-        )
-        return merged.set_column(1, frequency.COUNT, pc.cast(clipped, pa.int64()))
+        if BOOLEAN not in merged.column_names:
+            return merged
+        anyone = pc.min_element_wise(merged[frequency.COUNT], 1, skip_nulls=False)
+        return merged.set_column(1, frequency.COUNT, pc.cast(anyone, pa.int64()))
 
     def finalize(self, partial: pa.Table, params: BeaconParams) -> pa.Table:
-        rows = partial.filter(pc.equal(partial[GRANULARITY], params.requestedGranularity))
-        count = rows[frequency.COUNT][0].as_py() if rows.num_rows else 0
+        count = partial[frequency.COUNT][0].as_py() if partial.num_rows else 0
         # A null count was suppressed by a site's airlock: 1..threshold-1 carriers there.
         exists = count is None or count > 0
         returned = (
@@ -101,4 +102,23 @@ class BeaconVariant(Analysis[BeaconParams], CountsCohort):
 
 
 if __name__ == "__main__":  # pragma: no cover - the runnable example
-    print(BeaconParams(referenceName="20", start=10019092, referenceBases="A", alternateBases="G"))
+    from flows.beacon import run_genotype_example
+
+    # rs575534 A>G on chromosome 20 (GRCh37), as a Beacon v2 request: 0-based start.
+    allele = {"referenceName": "20", "start": [10019092], "referenceBases": "A"}
+    run_genotype_example(
+        "beacon_variant",
+        [
+            {"query": {"requestParameters": {**allele, "alternateBases": "G"}}},
+            {
+                "query": {
+                    "requestParameters": {
+                        "referenceName": "20",
+                        "start": [10019092],
+                        "end": [10030000],
+                    },
+                    "requestedGranularity": "boolean",
+                }
+            },
+        ],
+    )

@@ -16,27 +16,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-import yaml
 
 from fedflow.core import CountsCohort, InvalidParameters
 from flows import SiteStatus, connect, run_analysis
 from flows.analyses.beacon import BeaconVariant
 from flows.beacon import (
-    GENOTYPE_TABLES,
+    DEMO_GROUPS,
     beacon_params,
+    build_genotype_demo,
     query_beacon,
     read_genotype_store,
-    split_by_population,
 )
-from flows.demo import DemoSite, build_demo
 from flows.federation import FederationSession
 from harmonize.vcf import import_vcf
 
 pytestmark = pytest.mark.integration
 
-GROUPS: list[tuple[str | None, ...]] = [("EUR",), ("EAS",), ("AFR", "AMR", "SAS", None)]
-NAMES = ["eur-biobank", "eas-biobank", "global-cohort"]
-ANALYSES = ("beacon_variant", "allele_frequency")
+GROUPS = [groups for _, groups in DEMO_GROUPS]
+NAMES = [name for name, _ in DEMO_GROUPS]
 
 
 @pytest.fixture(scope="module")
@@ -52,38 +49,31 @@ def store(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     return read_genotype_store(out)
 
 
-def _federation(
-    root: Path, store: dict[str, pa.Table], thresholds: list[int], *, differencing: bool
-) -> Path:
-    sites = [
-        DemoSite(name, "EU", 1.0, k, ANALYSES, tables=GENOTYPE_TABLES)
-        for name, k in zip(NAMES, thresholds, strict=True)
-    ]
-    profile = build_demo(root, split_by_population(store, GROUPS), sites=sites)
-    for site in sites:
-        path = root / "sites" / site.name / "policy.yaml"
-        policy = yaml.safe_load(path.read_text())
-        policy["differencing"] = {"enabled": differencing}
-        path.write_text(yaml.safe_dump(policy))
-    return profile
-
-
 @pytest.fixture(scope="module")
 def open_federation(
-    store: dict[str, pa.Table], tmp_path_factory: pytest.TempPathFactory, prefect_server: str
+    shared_data: Path, tmp_path_factory: pytest.TempPathFactory, prefect_server: str
 ) -> Iterator[FederationSession]:
     """Sites that suppress nothing: federated answers must equal pooled ones exactly."""
-    profile = _federation(tmp_path_factory.mktemp("open"), store, [1, 1, 1], differencing=False)
+    root = tmp_path_factory.mktemp("open")
+    profile = build_genotype_demo(
+        root, shared_data / "genomics_1000g_vcf", thresholds=[1, 1, 1], differencing=False
+    )
     with connect(profile) as federation:
         yield federation
 
 
 @pytest.fixture(scope="module")
 def guarded_federation(
-    store: dict[str, pa.Table], tmp_path_factory: pytest.TempPathFactory, prefect_server: str
+    shared_data: Path, tmp_path_factory: pytest.TempPathFactory, prefect_server: str
 ) -> Iterator[FederationSession]:
-    """Sites with thresholds 5, 10 and 5 (the differencing defence is tested on its own)."""
-    profile = _federation(tmp_path_factory.mktemp("guarded"), store, [5, 10, 5], differencing=False)
+    """Sites with thresholds 5, 10 and 5. The differencing defence is off here: it would
+    refuse later queries whose carriers differ from earlier ones by fewer than k persons
+    (tests/executors/test_node_differencing.py tests it; test_the_site_keeps_the_carriers_it_counted
+    shows Beacon counts feed it)."""
+    root = tmp_path_factory.mktemp("guarded")
+    profile = build_genotype_demo(
+        root, shared_data / "genomics_1000g_vcf", thresholds=[5, 10, 5], differencing=False
+    )
     with connect(profile) as federation:
         yield federation
 
@@ -324,3 +314,60 @@ def test_a_range_must_not_be_empty() -> None:
         BeaconVariant().parse_params({"referenceName": "20", "start": 10, "end": 10})
     with pytest.raises(InvalidParameters, match="alternateBases"):
         BeaconVariant().parse_params({"referenceName": "20", "start": 10})
+
+
+def test_the_differencing_defence_refuses_a_neighbouring_beacon_count(
+    shared_data: Path, store: dict[str, pa.Table], tmp_path: Path, prefect_server: str
+) -> None:
+    """rs575534 and the 21st variant: at eas-biobank (k = 10) their carriers differ by 8."""
+    profile = build_genotype_demo(tmp_path, shared_data / "genomics_1000g_vcf")
+    rows = store["variant"].to_pylist()
+    first, second = rows[0], rows[20]
+    ids = [[first["variant_id"]], [second["variant_id"]]]
+    assert _carriers_by_site(store, ids[0]) == [37, 10, 17]
+    assert _carriers_by_site(store, ids[1]) == [8, 10, 9]
+    with connect(profile) as federation:
+        statuses = []
+        for row in (first, second):
+            request = {
+                "query": {
+                    "requestParameters": {
+                        "referenceName": "20",
+                        "start": [row["pos"] - 1],
+                        "referenceBases": row["ref"],
+                        "alternateBases": row["alt"],
+                    }
+                }
+            }
+            response = query_beacon(request, federation=federation)
+            statuses.append({s["site"]: s for s in response["info"]["sites"]})
+    assert {s["status"] for s in statuses[0].values()} == {"released"}
+    refused = statuses[1]["eas-biobank"]
+    assert refused["status"] == "refused"
+    assert any("differencing rule" in reason for reason in refused["reasons"])
+    assert statuses[1]["eur-biobank"]["status"] == statuses[1]["global-cohort"]["status"]
+    assert statuses[1]["eur-biobank"]["status"] == "released"
+    # what the answer then counts: the two sites that released
+    assert response["responseSummary"] == {"exists": True, "numTotalResults": 8 + 9}
+
+
+def test_boolean_partials_merge_as_or(store: dict[str, pa.Table]) -> None:
+    """Two partitions that both hold carriers make 1, not 2; a suppressed site stays unknown."""
+    analysis = BeaconVariant()
+    request = _queries(store)[0]
+    request["query"]["requestedGranularity"] = "boolean"
+    params = analysis.parse_params(beacon_params(request))
+    one = analysis.local(store, params)
+    assert one["count"].to_pylist() == [1]
+    assert analysis.merge([one, one])["count"].to_pylist() == [1]
+    suppressed = one.set_column(1, "count", pa.array([None], pa.int64()))
+    assert analysis.merge([one, suppressed])["count"].to_pylist() == [None]
+    final = analysis.finalize(analysis.merge([one, suppressed]), params).to_pylist()
+    assert final == [
+        {
+            "exists": True,
+            "numTotalResults": None,
+            "requestedGranularity": "boolean",
+            "returnedGranularity": "boolean",
+        }
+    ]
