@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from fedflow.core import Analysis, OutputKind, Params, TableColumns, frequency, summary
     from fedflow.core.registry import default_registry, register
+    from flows.beacon import beacon_response, query_beacon
     from flows.cox import CoxFit, run_cox
     from flows.errors import (
         FlowError,
@@ -49,6 +50,8 @@ _EXPORTS = {
     "summary": "fedflow.core",
     "default_registry": "fedflow.core.registry",
     "register": "fedflow.core.registry",
+    "beacon_response": "flows.beacon",
+    "query_beacon": "flows.beacon",
     "CoxFit": "flows.cox",
     "run_cox": "flows.cox",
     "FlowError": "flows.errors",
@@ -92,12 +95,14 @@ __all__ = [
     "SiteOutcome",
     "SiteStatus",
     "TableColumns",
+    "beacon_response",
     "connect",
     "default_registry",
     "federated_analysis",
     "fit_glm",
     "frequency",
     "prefect_api",
+    "query_beacon",
     "read_lineage",
     "register",
     "run_analysis",
