@@ -1,9 +1,11 @@
 """The site node: the site protocol, with the site's gates around every step.
 
 ``check`` is the pre-gate: token, analysis, parameters, dataset and columns against the
-site's policy. ``submit`` checks again (so an orchestrator cannot skip the gate) and runs the
-analysis on the site's Dask cluster into quarantine. ``release`` passes the quarantined partial
-through the airlock and signs a receipt over the release's lineage. For an analysis that counts
+site's policy, including the resolution the parameters ask for (a survival grid's step, a
+Beacon's granularity: :mod:`governance.resolution`). ``submit`` checks again (so an
+orchestrator cannot skip the gate) and runs the analysis on the site's Dask cluster into
+quarantine. ``release`` passes the quarantined partial through the airlock and signs a
+receipt over the release's lineage. For an analysis that counts
 a cohort, the job also keeps the cohort's person ids in quarantine, and the release first
 passes the differencing defence (:mod:`governance.differencing`): a count whose cohort is
 within ``k - 1`` persons of one already released to the same project, or of the whole
@@ -509,13 +511,19 @@ class SiteNode:
         params = analysis.parse_params(request.params)
         tables = analysis.tables(params)
         decision = self.policy.evaluate(
-            site=self.name, request=request, identity=identity, analysis=analysis, tables=tables
+            site=self.name,
+            request=request,
+            identity=identity,
+            analysis=analysis,
+            tables=tables,
+            params=params,
         )
         if not decision.allowed:
             return _Plan(decision)
         dataset = self.catalogue.get(request.dataset)
         dataset.check_columns(tables)
-        return _Plan(decision, analysis, params, dataset, tables)
+        # Run at the resolution the policy allows (e.g. a Beacon count as a boolean).
+        return _Plan(decision, analysis, self.policy.answered_params(params), dataset, tables)
 
     def _execute(self, job: Job, plan: _Plan) -> None:
         assert plan.analysis is not None and plan.dataset is not None and plan.tables is not None

@@ -49,6 +49,7 @@ from governance.identity import (
     verify_token,
 )
 from governance.receipts import ReceiptKey, verify_receipt, verify_release
+from governance.resolution import BeaconPolicy, SurvivalPolicy
 from governance.review import ReviewItem, ReviewPolicy, ReviewQueue, ReviewState, decide_review
 from governance.sacro import write_results_json
 
@@ -62,6 +63,7 @@ __all__ = [
     "AuditError",
     "AuditLog",
     "AuditReport",
+    "BeaconPolicy",
     "Checkpoint",
     "CheckpointCheck",
     "CheckpointInvalid",
@@ -85,6 +87,7 @@ __all__ = [
     "ReviewPolicy",
     "ReviewQueue",
     "ReviewState",
+    "SurvivalPolicy",
     "TokenRejected",
     "TrustedIssuer",
     "check",

@@ -18,6 +18,10 @@ Example::
       analyses: [numeric_summary]
       output_kinds: [regression]
       always: false             # default: nothing is held for review
+    survival:                   # pre-gate: the finest survival/Cox time grid (default: any)
+      min_interval_days: 30
+    beacon:                     # pre-gate: Beacon v2 granularity, boolean or count (default)
+      granularity: boolean      # a count query is answered at boolean granularity
     analyses:
       - name: cohort_count
         versions: ["1.0"]
@@ -35,21 +39,24 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fedflow.core import Analysis, TableColumns, digest_json
+from fedflow.core.analysis import Params
 from fedflow.core.configfile import describe_problems, read_yaml_mapping
 from fedflow.core.messages import Decision, Request, Verdict
 from governance.differencing import DifferencingPolicy
 from governance.errors import PolicyInvalid
 from governance.identity import Identity
+from governance.resolution import BeaconPolicy, SurvivalPolicy
 from governance.review import ReviewPolicy
 
 __all__ = ["AccessRule", "AnalysisRule", "DatasetRule", "SitePolicy"]
 
 ANY = "*"
+P = TypeVar("P", bound=Params)
 
 
 class _Rule(BaseModel):
@@ -86,6 +93,8 @@ class SitePolicy(_Rule):
     release_extremes: bool = False
     differencing: DifferencingPolicy = Field(default_factory=DifferencingPolicy)
     review: ReviewPolicy = Field(default_factory=ReviewPolicy)
+    survival: SurvivalPolicy = Field(default_factory=SurvivalPolicy)
+    beacon: BeaconPolicy = Field(default_factory=BeaconPolicy)
     analyses: list[AnalysisRule] = Field(default_factory=list)
     datasets: dict[str, DatasetRule] = Field(default_factory=dict)
     access: AccessRule = Field(default_factory=AccessRule)
@@ -120,8 +129,13 @@ class SitePolicy(_Rule):
         identity: Identity,
         analysis: Analysis[Any],
         tables: TableColumns,
+        params: Params | None = None,
     ) -> Decision:
-        """Decide whether ``identity`` may run ``analysis`` over ``tables`` of the dataset."""
+        """Decide whether ``identity`` may run ``analysis`` over ``tables`` of the dataset.
+
+        With ``params`` (the node always passes them), the ``survival`` and ``beacon`` sections
+        check the resolution asked for (:mod:`governance.resolution`).
+        """
         checks = [
             self._check_analysis(request, analysis),
             self._check_dataset(request.dataset, tables),
@@ -129,6 +143,13 @@ class SitePolicy(_Rule):
             self._check_access("projects", identity.project, self.access.projects),
             self._check_access("purposes", identity.purpose, self.access.purposes),
         ]
+        label = f"{analysis.name}@{analysis.version}"
+        for check in (
+            self.survival.check(label, analysis.output, params),
+            self.beacon.check(params),
+        ):
+            if check is not None:
+                checks.append(check)
         allowed = all(ok for ok, _, _ in checks)
         return Decision(
             site=site,
@@ -142,6 +163,11 @@ class SitePolicy(_Rule):
             project=identity.project,
             purpose=identity.purpose,
         )
+
+    def answered_params(self, params: P) -> P:
+        """The parameters this site runs an allowed request with (a Beacon count query at a
+        boolean-only site becomes a boolean one)."""
+        return self.beacon.answered(params)
 
     def _check_analysis(self, request: Request, analysis: Analysis[Any]) -> tuple[bool, str, str]:
         ref = analysis.ref()

@@ -7,7 +7,10 @@ airlock treats it as any count: a count between 1 and the site's ``min_cell_coun
 leaves the site suppressed, which still says that carriers exist. A
 ``requestedGranularity`` of ``boolean`` makes the site compute only whether a carrier exists
 (0 or 1 in a one-cell table marked ``boolean``, merged as a logical OR inside the site), so no
-count leaves it at all. A count is a single cell without dimension, the cohort's total, so
+count leaves it at all. A site whose policy's ``beacon.granularity`` is ``boolean`` runs a
+count query that way too (:mod:`governance.resolution`); merged with other sites' counts,
+the federated answer is then boolean (``returnedGranularity`` ≤ ``requestedGranularity``,
+as Beacon v2 allows). A count is a single cell without dimension, the cohort's total, so
 the differencing ledger records it.
 
 The finalized result is one row in Beacon v2 terms (``exists``, ``numTotalResults``,
@@ -78,9 +81,12 @@ class BeaconVariant(Analysis[BeaconParams], CountsCohort):
         return partial, pa.array(carriers, pa.int64())
 
     def merge(self, partials: Sequence[pa.Table]) -> pa.Table:
-        merged = frequency.merge(partials)
-        if BOOLEAN not in merged.column_names:
-            return merged
+        if not any(BOOLEAN in p.column_names for p in partials):
+            return frequency.merge(partials)
+        # A site whose policy allows only booleans answered a count query with one: then
+        # the whole answer is boolean (a count plus a boolean is no count), every count
+        # read as whether carriers exist.
+        merged = frequency.merge([_as_boolean(p) for p in partials])
         anyone = pc.min_element_wise(merged[frequency.COUNT], 1, skip_nulls=False)
         return merged.set_column(1, frequency.COUNT, pc.cast(anyone, pa.int64()))
 
@@ -88,9 +94,8 @@ class BeaconVariant(Analysis[BeaconParams], CountsCohort):
         count = partial[frequency.COUNT][0].as_py() if partial.num_rows else 0
         # A null count was suppressed by a site's airlock: 1..threshold-1 carriers there.
         exists = count is None or count > 0
-        returned = (
-            "count" if params.requestedGranularity == "count" and count is not None else "boolean"
-        )
+        counted = count is not None and BOOLEAN not in partial.column_names
+        returned = "count" if params.requestedGranularity == "count" and counted else "boolean"
         return pa.table(
             {
                 "exists": pa.array([exists], pa.bool_()),
@@ -99,6 +104,19 @@ class BeaconVariant(Analysis[BeaconParams], CountsCohort):
                 "returnedGranularity": pa.array([returned], pa.string()),
             }
         )
+
+
+def _as_boolean(partial: pa.Table) -> pa.Table:
+    """A Beacon partial as a boolean one: 0 or 1, a suppressed count staying unknown."""
+    if BOOLEAN in partial.column_names:
+        return partial
+    anyone = pc.min_element_wise(partial[frequency.COUNT], 1, skip_nulls=False)
+    return pa.table(
+        {
+            BOOLEAN: pa.array([BOOLEAN] * partial.num_rows, pa.string()),
+            frequency.COUNT: pc.cast(anyone, pa.int64()),
+        }
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover - the runnable example

@@ -8,6 +8,7 @@ analyses (numpy over the whole store), and against each site's threshold.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+import yaml
 
 from fedflow.core import CountsCohort, InvalidParameters
+from fedflow.core.messages import Release
 from flows import SiteStatus, connect, run_analysis
 from flows.analyses.beacon import BeaconVariant
 from flows.beacon import (
@@ -189,6 +192,40 @@ def test_boolean_granularity_releases_no_count(
     assert response["meta"]["returnedGranularity"] == "boolean"
     assert response["meta"]["receivedRequestSummary"]["requestedGranularity"] == "boolean"
     assert response["responseSummary"] == {"exists": True}
+
+
+def test_a_boolean_only_site_answers_a_count_query_as_boolean(
+    shared_data: Path, store: dict[str, pa.Table], tmp_path: Path, prefect_server: str
+) -> None:
+    """eur-biobank's policy allows only booleans: it releases 0/1, so the answer is boolean."""
+    profile = build_genotype_demo(
+        tmp_path, shared_data / "genomics_1000g_vcf", thresholds=[1, 1, 1], differencing=False
+    )
+    path = tmp_path / "sites" / "eur-biobank" / "policy.yaml"
+    policy = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**policy, "beacon": {"granularity": "boolean"}}))
+    request = _queries(store)[0]
+    assert _carriers_by_site(store, _expected_ids(store, request)) == [37, 10, 17]
+    with connect(profile) as federation:
+        response = query_beacon(request, federation=federation)
+    assert response["meta"]["receivedRequestSummary"]["requestedGranularity"] == "count"
+    assert response["meta"]["returnedGranularity"] == "boolean"
+    assert response["responseSummary"] == {"exists": True}
+    sites = {s["site"]: s for s in response["info"]["sites"]}
+    assert {s["status"] for s in sites.values()} == {"released"}
+    # what left eur-biobank is whether a carrier exists, decided so at its gate
+    job = _site_job(tmp_path / "sites" / "eur-biobank", response["info"]["requestId"])
+    assert job["release"].table().to_pylist() == [{"boolean": "boolean", "count": 1}]
+    assert any("answered at boolean granularity" in r for r in job["decision"]["reasons"])
+
+
+def _site_job(home: Path, request_id: str) -> dict[str, Any]:
+    """The quarantined job of ``request_id`` at the site in ``home``: its release and decision."""
+    for meta_path in (home / "state" / "quarantine").glob("*.json"):
+        meta = json.loads(meta_path.read_bytes())
+        if meta["request"]["request_id"] == request_id:
+            return {**meta, "release": Release.model_validate(meta["release"])}
+    raise AssertionError(f"no job of {request_id} at {home.name}")
 
 
 def test_a_range_is_half_open(
@@ -371,3 +408,31 @@ def test_boolean_partials_merge_as_or(store: dict[str, pa.Table]) -> None:
             "returnedGranularity": "boolean",
         }
     ]
+
+
+def test_a_boolean_partial_makes_the_whole_answer_boolean(store: dict[str, pa.Table]) -> None:
+    """A count query where one site answered boolean: counts read as whether carriers exist."""
+    analysis = BeaconVariant()
+    request = _queries(store)[0]
+    counted = analysis.parse_params(beacon_params(request))
+    request["query"]["requestedGranularity"] = "boolean"
+    boolean = analysis.local(store, analysis.parse_params(beacon_params(request)))
+    count = analysis.local(store, counted)
+    assert count["count"].to_pylist() == [64] and "boolean" not in count.column_names
+    for partials in ([count, boolean], [boolean, count]):
+        assert analysis.merge(partials).to_pylist() == [{"boolean": "boolean", "count": 1}]
+        final = analysis.finalize(analysis.merge(partials), counted).to_pylist()
+        assert final == [
+            {
+                "exists": True,
+                "numTotalResults": None,
+                "requestedGranularity": "count",
+                "returnedGranularity": "boolean",
+            }
+        ]
+    nobody = count.set_column(0, "count", pa.array([0], pa.int64()))
+    none_here = boolean.set_column(1, "count", pa.array([0], pa.int64()))
+    final = analysis.finalize(analysis.merge([nobody, none_here]), counted).to_pylist()
+    assert final[0]["exists"] is False and final[0]["returnedGranularity"] == "boolean"
+    suppressed = count.set_column(0, "count", pa.array([None], pa.int64()))
+    assert analysis.merge([suppressed, none_here])["count"].to_pylist() == [None]

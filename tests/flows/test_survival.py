@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pytest
+import yaml
 from lifelines import KaplanMeierFitter
 from lifelines.statistics import multivariate_logrank_test
 from typer.testing import CliRunner
@@ -20,6 +22,7 @@ from flows.analyses.km import KaplanMeier, gridded_persons
 from flows.demo import ALL, DemoSite, pool
 from flows.km import run_km
 from governance.airlock import Outcome, check
+from governance.audit import AuditLog
 
 pytestmark = pytest.mark.integration
 
@@ -109,6 +112,36 @@ def test_a_fine_grid_is_refused_and_a_coarse_one_released(make_federation, prefe
     document = json.loads(result.stdout)
     assert {s["status"] for s in document["sites"]} == {"released"}
     assert document["logrank"]["df"] == 1 and 0 < document["logrank"]["p_value"] < 1
+
+
+def test_a_site_refuses_a_grid_finer_than_its_policy_minimum(
+    make_federation: Any, prefect_server: str, tmp_path: Path
+) -> None:
+    """site-0's policy asks for at least 90 days: the 30-day request leaves only site-1."""
+    profile, parts = make_federation(_sites((0.6, 0.4), threshold=1))
+    path = tmp_path / "federation" / "sites" / "site-0" / "policy.yaml"
+    policy = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**policy, "survival": {"min_interval_days": 90}}))
+    with connect(profile) as federation:
+        result = run_analysis("kaplan_meier", PARAMS, federation=federation)
+    outcomes = {o.site: o for o in result.outcomes}
+    refused = outcomes["site-0"]
+    assert (refused.status, refused.stage) == (SiteStatus.REFUSED, "gate_before")
+    reason = "time grid of 30 days is finer than this site's minimum of 90 days"
+    assert any(reason in r for r in refused.reasons), refused.reasons
+    assert outcomes["site-1"].status is SiteStatus.RELEASED
+    # the answer is site-1's alone: its persons are the ones at risk at the start
+    analysis = KaplanMeier()
+    params = analysis.parse_params(PARAMS)
+    tables = {t: parts["site-1"][t].select(list(c)) for t, c in analysis.tables(params).items()}
+    persons = gridded_persons(tables, params)
+    first = result.result.group_by("group").agg(pl.col("at_risk").first())
+    expected = persons.group_by("group").len()
+    assert dict(first.iter_rows()) == dict(expected.iter_rows())
+    # the refusal is audited at the site like any gate refusal
+    with AuditLog(path.parent / "state" / "audit.db", site="site-0") as audit:
+        denied = audit.entries(request_id=result.request_id, event="gate.denied")
+    assert denied and all(reason in " ".join(e.details["reasons"]) for e in denied)
 
 
 @pytest.mark.parametrize(
