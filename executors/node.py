@@ -1,20 +1,13 @@
 """The site node: the site protocol, with the site's gates around every step.
 
 ``check`` is the pre-gate: token, analysis, parameters, dataset and columns against the
-site's policy, including the resolution the parameters ask for (a survival grid's step, a
-Beacon's granularity: :mod:`governance.resolution`). ``submit`` checks again (so an
-orchestrator cannot skip the gate) and runs the analysis on the site's Dask cluster into
-quarantine. ``release`` passes the quarantined partial through the airlock and signs a
-receipt over the release's lineage. For an analysis that counts
-a cohort, the job also keeps the cohort's person ids in quarantine, and the release first
-passes the differencing defence (:mod:`governance.differencing`): a count whose cohort is
-within ``k - 1`` persons of one already released to the same project, or of the whole
-dataset, is refused; a released one enters the site's ledger. When the policy's ``review``
-section holds the result for a custodian (:mod:`governance.review`), a release the airlock
-would allow is filed in the site's review queue instead, and every release call answers
-``review`` (pending, signed) until the custodian decides: then the approved table exactly as
-reviewed, or a refusal with the reviewer's reason. Every step, allowed or not, lands in the
-site's audit log; errors and audit entries name what was wrong, never row-level values.
+site's policy. ``submit`` checks again (so an orchestrator cannot skip the gate) and runs the
+analysis on the site's Dask cluster into quarantine; for an analysis that counts a cohort, the
+job also keeps the cohort's person ids there. ``release`` hands the quarantined job to the
+site's :class:`~executors.release.ReleaseDesk`: the airlock, the differencing defence and
+human review, then a signed receipt over the release's lineage. Every step, allowed or not,
+lands in the site's audit log; errors and audit entries name what was wrong, never row-level
+values.
 
 A request is refused if it is stale or its nonce was already used for the same step (see
 :mod:`executors.replay`). Jobs survive a restart: quarantined and released jobs are read back
@@ -29,9 +22,8 @@ import logging
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +34,7 @@ from executors.cluster import SiteCluster
 from executors.config import SiteConfig
 from executors.errors import JobNotFound, RequestRefused, SiteError, SiteUnavailable
 from executors.quarantine import Job, Quarantine, read_cohort
+from executors.release import ReleaseDesk
 from executors.replay import DEFAULT_MAX_AGE, ReplayGuard
 from fedflow.core import (
     Analysis,
@@ -50,32 +43,26 @@ from fedflow.core import (
     TableColumns,
     digest_json,
     from_ipc,
-    to_ipc,
 )
 from fedflow.core.analysis import AnalysisRef, OutputKind
-from fedflow.core.digest import digest_bytes
 from fedflow.core.messages import (
     Decision,
     JobState,
     JobStatus,
     Release,
-    ReleaseOutcome,
     Request,
     SiteInfo,
     Verdict,
 )
 from fedflow.core.outputs import validate as validate_output
 from fedflow.core.registry import AnalysisRegistry, default_registry
-from governance.airlock import AirlockResult, Outcome
-from governance.airlock import check as airlock_check
 from governance.audit import AuditLog
 from governance.checkpoints import Checkpoint, sign_checkpoint
-from governance.differencing import Cohort, DifferencingLedger, total_released
+from governance.differencing import Cohort
 from governance.errors import TokenRejected
 from governance.identity import TrustedIssuer, verify_token
 from governance.policy import SitePolicy
 from governance.receipts import ReceiptKey
-from governance.review import ReviewItem, ReviewQueue, ReviewState
 
 __all__ = ["SiteNode"]
 
@@ -116,9 +103,14 @@ class SiteNode:
         self.quarantine = Quarantine(config.state_dir / "quarantine")
         self.receipt_key = ReceiptKey.load_or_create(config.state_dir / "receipt.key.pem")
         self.replay = ReplayGuard(config.state_dir / "nonces.db", max_age=max_request_age)
-        self.differencing = DifferencingLedger(config.state_dir / "differencing.db")
-        self.reviews = ReviewQueue(config.state_dir / "review.db")
-        self._review_lock = threading.Lock()
+        self.desk = ReleaseDesk(
+            site=self.name,
+            policy=self.policy,
+            quarantine=self.quarantine,
+            receipt_key=self.receipt_key,
+            state_dir=config.state_dir,
+            audit=self._audit,
+        )
         restored, interrupted = _restore(self.quarantine, config.state_dir / "quarantine")
         self.cluster = SiteCluster(config.dask, name=self.name)
         self._runner = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{self.name}-job")
@@ -162,7 +154,7 @@ class SiteNode:
 
     def running_jobs(self) -> int:
         """How many jobs are running now."""
-        return sum(1 for event in self._done.values() if not event.is_set())
+        return sum(1 for event in list(self._done.values()) if not event.is_set())
 
     def check(self, request: Request) -> Decision:
         """The pre-gate: decide on ``request`` and audit the decision."""
@@ -231,179 +223,7 @@ class SiteNode:
                 site=self.name,
                 request_id=job.request.request_id,
             )
-        # Cohort releases one at a time against the ledger: two near-identical cohorts
-        # released concurrently must not both pass a check that saw neither.
-        # A held result is decided once: concurrent calls must not both release it.
-        held = self.policy.review.applies(job.analysis.name, job.output)
-        with (
-            self.differencing.lock if job.cohort is not None else nullcontext(),
-            self._review_lock if held else nullcontext(),
-        ):
-            return self._release(job_id)
-
-    def _release(self, job_id: str) -> Release:
-        job = self.quarantine.get(job_id)
-        if job.release is not None:  # released by a concurrent call
-            return job.release
-        assert job.partial is not None
-        held = self.reviews.get(job_id)
-        review: dict[str, Any] = {}
-        if held is None:
-            result = self._differencing(job) or airlock_check(
-                job.output,
-                job.partial,
-                threshold=self.policy.min_cell_count,
-                release_extremes=self.policy.release_extremes,
-            )
-            if result.outcome is not Outcome.REFUSED and self.policy.review.applies(
-                job.analysis.name, job.output
-            ):
-                return self._hold(job, result)
-        elif held.state is ReviewState.PENDING:
-            return self._pending(job, held)
-        else:
-            result = self._reviewed(job, held)
-            review = {"review": held.decision()}
-        payload = None if result.table is None else to_ipc(result.table)
-        digests = self._digests(job, payload)
-        if held is not None and held.state is not ReviewState.PENDING:
-            digests["review"] = held.decision_digest()
-        release = self._signed(
-            job, result.outcome, result.suppressed_cells, result.reasons, payload, digests
-        )
-        assert release.receipt is not None
-        issued = release.receipt.issued_at.isoformat()
-        refused = release.outcome is ReleaseOutcome.REFUSED
-        self.quarantine.update(
-            job_id,
-            state=JobState.REFUSED if refused else JobState.RELEASED,
-            release=release,
-            cohort=None,  # the ids are kept only while the release is undecided
-        )
-        cohort: dict[str, Any] = {}
-        if job.cohort is not None and self.policy.differencing.enabled:
-            # Only a cohort whose count left the site enters the ledger.
-            recorded = not refused and total_released(result.table)
-            if recorded:
-                self.differencing.record(
-                    project=job.decision.project or "",
-                    dataset=job.request.dataset,
-                    job_id=job_id,
-                    cohort=job.cohort,
-                )
-            cohort = {"differencing": "recorded" if recorded else "not recorded"}
-        self._audit(
-            job.request,
-            "airlock.refused" if refused else "airlock.released",
-            job_id=job_id,
-            outcome=release.outcome.value,
-            suppressed_cells=release.suppressed_cells,
-            reasons=list(release.reasons),
-            digests=digests,
-            receipt={"key_id": release.receipt.key_id, "issued_at": issued},
-            **cohort,
-            **review,
-        )
-        return release
-
-    def _digests(self, job: Job, payload: bytes | None) -> dict[str, str]:
-        return {
-            "request": job.request.digest(),
-            "decision": job.decision.digest(),
-            "policy": self.policy.digest,
-            "dataset": job.dataset_digest,
-            "code": job.analysis.code_digest,
-            "result": digest_bytes(payload) if payload is not None else "",
-        }
-
-    def _signed(
-        self,
-        job: Job,
-        outcome: Outcome,
-        suppressed: int,
-        reasons: tuple[str, ...],
-        payload: bytes | None,
-        digests: dict[str, str],
-    ) -> Release:
-        release = Release(
-            site=self.name,
-            request_id=job.request.request_id,
-            job_id=job.job_id,
-            outcome=ReleaseOutcome(outcome.value),
-            suppressed_cells=suppressed,
-            reasons=reasons,
-            partial=payload,
-            digests=digests,
-        )
-        return release.model_copy(update={"receipt": self.receipt_key.sign(release)})
-
-    def _hold(self, job: Job, result: AirlockResult) -> Release:
-        """File a result the airlock would release in the review queue; answer pending."""
-        assert result.table is not None
-        payload = to_ipc(result.table)
-        item, created = self.reviews.hold(
-            ReviewItem(
-                job_id=job.job_id,
-                site=self.name,
-                request_id=job.request.request_id,
-                analysis=str(job.analysis),
-                output_kind=job.output.value,
-                dataset=job.request.dataset,
-                project=job.decision.project or "",
-                researcher=job.decision.researcher or "",
-                purpose=job.decision.purpose or "",
-                outcome=result.outcome.value,
-                suppressed_cells=result.suppressed_cells,
-                reasons=result.reasons,
-                result=payload,
-                result_digest=digest_bytes(payload),
-                created_at=datetime.now(UTC).isoformat(),
-            )
-        )
-        if created:
-            self._audit(
-                job.request,
-                "airlock.review",
-                job_id=job.job_id,
-                outcome=item.outcome,
-                suppressed_cells=item.suppressed_cells,
-                reasons=list(item.reasons),
-                result_digest=item.result_digest,
-            )
-        return self._pending(job, item)
-
-    def _pending(self, job: Job, item: ReviewItem) -> Release:
-        """The signed answer for a held result: pending, with no payload."""
-        reason = f"held for review by the custodian of site {self.name} since {item.created_at}"
-        return self._signed(
-            job, Outcome.REVIEW, item.suppressed_cells, (reason,), None, self._digests(job, None)
-        )
-
-    def _reviewed(self, job: Job, item: ReviewItem) -> AirlockResult:
-        """The airlock's result after the custodian's decision on a held result."""
-        if item.state is ReviewState.REJECTED:
-            why = f"rejected by the reviewer of site {self.name}: {item.reason}"
-            return AirlockResult(Outcome.REFUSED, None, 0, (why,))
-        # The ledger may have changed while the result waited: check the cohort again.
-        refusal = self._differencing(job)
-        if refusal is not None:
-            return refusal
-        approved = f"approved by the reviewer of site {self.name}"
-        reasons = (*item.reasons, approved + (f": {item.reason}" if item.reason else ""))
-        return AirlockResult(Outcome(item.outcome), item.table(), item.suppressed_cells, reasons)
-
-    def _differencing(self, job: Job) -> AirlockResult | None:
-        """The differencing defence's refusal of ``job``'s count, or None if it may go on."""
-        rule = self.policy.differencing
-        if job.cohort is None or not rule.enabled:
-            return None
-        reason = self.differencing.refusal(
-            project=job.decision.project or "",
-            dataset=job.request.dataset,
-            cohort=job.cohort,
-            k=rule.k_for(self.policy.min_cell_count),
-        )
-        return None if reason is None else AirlockResult(Outcome.REFUSED, None, 0, (reason,))
+        return self.desk.release(job)
 
     def _check_caller(self, job: Job, token: str) -> None:
         try:
@@ -427,8 +247,7 @@ class SiteNode:
         self._runner.shutdown(wait=True)
         self.cluster.close()
         self.replay.close()
-        self.differencing.close()
-        self.reviews.close()
+        self.desk.close()
         self.audit.append("site.stopped", actor=self.name, details={"jobs_finished": running})
         self.audit.close()
 
@@ -556,7 +375,8 @@ class SiteNode:
                 partial_digest=digest_json(partial.schema.names),
             )
         finally:
-            self._done[job.job_id].set()
+            # Wake the waiters, then forget the event: a finished job's state is in quarantine.
+            self._done.pop(job.job_id).set()
 
     def _audit(
         self, request: Request, event: str, *, actor: str | None = None, **details: Any

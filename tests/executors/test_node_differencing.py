@@ -95,7 +95,7 @@ def test_a_differencing_attack_one_person_apart_is_refused_per_project(site, eun
     refused = site.audit.entries(request_id=b.request_id, event="airlock.refused")
     assert refused and refused[0].details["reasons"] == [DIFFERENCING_RULE.format(k=K)]
     assert refused[0].details["differencing"] == "not recorded"
-    assert site.differencing.count(project="probe-study", dataset="omop") == 1
+    assert site.desk.differencing.count(project="probe-study", dataset="omop") == 1
     # the ids were kept only while the release was undecided, and never in what left
     assert not list((site.config.state_dir / "quarantine").glob("*.cohort.npy"))
     # the ledger is per project: another project's first look at B is not refused by A
@@ -127,7 +127,7 @@ def test_ordinary_overlapping_queries_still_pass(site, eunomia):
     for analysis, params in queries:
         release = count(site, researcher, params, analysis)
         assert release.outcome is not ReleaseOutcome.REFUSED, release.reasons
-    assert site.differencing.count(project="ordinary-study", dataset="omop") == len(queries)
+    assert site.desk.differencing.count(project="ordinary-study", dataset="omop") == len(queries)
 
 
 def test_complement_rule_refuses_a_cohort_of_all_but_a_few(site, eunomia):
@@ -154,7 +154,7 @@ def test_complement_rule_refuses_a_cohort_of_all_but_a_few(site, eunomia):
     youngest = CohortAnalysis.cohort(eunomia, CohortParams.model_validate(GI_BLEED))["age"].min()
     small = count(site, researcher, {**GI_BLEED, "max_age": youngest})  # fewer than k persons
     assert small.outcome is ReleaseOutcome.SUPPRESSED
-    assert site.differencing.count(project="complement-study", dataset="omop") == 1
+    assert site.desk.differencing.count(project="complement-study", dataset="omop") == 1
 
 
 def test_policy_can_switch_it_off_and_ledger_survives_a_restart(tmp_path: Path, eunomia):
@@ -163,7 +163,7 @@ def test_policy_can_switch_it_off_and_ledger_survives_a_restart(tmp_path: Path, 
         tok = token(tmp_path / "off", "probe-study")
         a, b = count(node, tok, GI_BLEED), count(node, tok, one_person_less(eunomia))
         assert total(a) - total(b) == 1  # without the defence the attack works
-        assert node.differencing.count(project="probe-study", dataset="omop") == 0
+        assert node.desk.differencing.count(project="probe-study", dataset="omop") == 0
 
     on = make_site(tmp_path / "on", eunomia, differencing={"k": 5})
     tok = token(tmp_path / "on", "probe-study")

@@ -1,0 +1,241 @@
+"""The site's release decision: the airlock, the differencing defence and human review.
+
+:class:`ReleaseDesk` turns a quarantined job into a signed :class:`Release`. The airlock's
+rules for the job's output kind come first. For an analysis that counts a cohort, the
+differencing defence (:mod:`governance.differencing`) then refuses a count whose cohort is
+within ``k - 1`` persons of one already released to the same project, or of the whole
+dataset; a released cohort enters the site's ledger. When the policy's ``review`` section holds
+the result for a custodian (:mod:`governance.review`), a release the airlock would allow is
+filed in the site's review queue instead, and every release call answers ``review`` (pending,
+signed) until the custodian decides: then the table exactly as reviewed, or a refusal with the
+reviewer's reason. Each decision is audited; the receipt signs the digests of the request, the
+decision, the policy, the dataset snapshot, the code and the result.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from contextlib import nullcontext
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from executors.quarantine import Job, Quarantine
+from fedflow.core import to_ipc
+from fedflow.core.digest import digest_bytes
+from fedflow.core.messages import JobState, Release, ReleaseOutcome
+from governance.airlock import AirlockResult, Outcome
+from governance.airlock import check as airlock_check
+from governance.differencing import DifferencingLedger, total_released
+from governance.policy import SitePolicy
+from governance.receipts import ReceiptKey
+from governance.review import ReviewItem, ReviewQueue, ReviewState
+
+__all__ = ["ReleaseDesk"]
+
+Audit = Callable[..., None]
+"""How the desk audits: ``audit(request, event, **details)`` (the node's audit helper)."""
+
+
+class ReleaseDesk:
+    """Decides, signs and records what a site's quarantined jobs release."""
+
+    def __init__(
+        self,
+        *,
+        site: str,
+        policy: SitePolicy,
+        quarantine: Quarantine,
+        receipt_key: ReceiptKey,
+        state_dir: Path,
+        audit: Audit,
+    ) -> None:
+        self.name = site
+        self.policy = policy
+        self.quarantine = quarantine
+        self.receipt_key = receipt_key
+        self.differencing = DifferencingLedger(state_dir / "differencing.db")
+        self.reviews = ReviewQueue(state_dir / "review.db")
+        self._review_lock = threading.Lock()
+        self._audit = audit
+
+    def release(self, job: Job) -> Release:
+        """Decide on quarantined ``job`` (or return its earlier release) and sign the answer."""
+        # Cohort releases one at a time against the ledger: two near-identical cohorts
+        # released concurrently must not both pass a check that saw neither.
+        # A held result is decided once: concurrent calls must not both release it.
+        held = self.policy.review.applies(job.analysis.name, job.output)
+        with (
+            self.differencing.lock if job.cohort is not None else nullcontext(),
+            self._review_lock if held else nullcontext(),
+        ):
+            return self._release(job.job_id)
+
+    def close(self) -> None:
+        self.differencing.close()
+        self.reviews.close()
+
+    def _release(self, job_id: str) -> Release:
+        job = self.quarantine.get(job_id)
+        if job.release is not None:  # released by a concurrent call
+            return job.release
+        assert job.partial is not None
+        held = self.reviews.get(job_id)
+        review: dict[str, Any] = {}
+        if held is None:
+            result = self._differencing(job) or airlock_check(
+                job.output,
+                job.partial,
+                threshold=self.policy.min_cell_count,
+                release_extremes=self.policy.release_extremes,
+            )
+            if result.outcome is not Outcome.REFUSED and self.policy.review.applies(
+                job.analysis.name, job.output
+            ):
+                return self._hold(job, result)
+        elif held.state is ReviewState.PENDING:
+            return self._pending(job, held)
+        else:
+            result = self._reviewed(job, held)
+            review = {"review": held.decision()}
+        payload = None if result.table is None else to_ipc(result.table)
+        digests = self._digests(job, payload)
+        if held is not None and held.state is not ReviewState.PENDING:
+            digests["review"] = held.decision_digest()
+        release = self._signed(
+            job, result.outcome, result.suppressed_cells, result.reasons, payload, digests
+        )
+        assert release.receipt is not None
+        issued = release.receipt.issued_at.isoformat()
+        refused = release.outcome is ReleaseOutcome.REFUSED
+        self.quarantine.update(
+            job_id,
+            state=JobState.REFUSED if refused else JobState.RELEASED,
+            release=release,
+            cohort=None,  # the ids are kept only while the release is undecided
+        )
+        cohort: dict[str, Any] = {}
+        if job.cohort is not None and self.policy.differencing.enabled:
+            # Only a cohort whose count left the site enters the ledger.
+            recorded = not refused and total_released(result.table)
+            if recorded:
+                self.differencing.record(
+                    project=job.decision.project or "",
+                    dataset=job.request.dataset,
+                    job_id=job_id,
+                    cohort=job.cohort,
+                )
+            cohort = {"differencing": "recorded" if recorded else "not recorded"}
+        self._audit(
+            job.request,
+            "airlock.refused" if refused else "airlock.released",
+            job_id=job_id,
+            outcome=release.outcome.value,
+            suppressed_cells=release.suppressed_cells,
+            reasons=list(release.reasons),
+            digests=digests,
+            receipt={"key_id": release.receipt.key_id, "issued_at": issued},
+            **cohort,
+            **review,
+        )
+        return release
+
+    def _digests(self, job: Job, payload: bytes | None) -> dict[str, str]:
+        return {
+            "request": job.request.digest(),
+            "decision": job.decision.digest(),
+            "policy": self.policy.digest,
+            "dataset": job.dataset_digest,
+            "code": job.analysis.code_digest,
+            "result": digest_bytes(payload) if payload is not None else "",
+        }
+
+    def _signed(
+        self,
+        job: Job,
+        outcome: Outcome,
+        suppressed: int,
+        reasons: tuple[str, ...],
+        payload: bytes | None,
+        digests: dict[str, str],
+    ) -> Release:
+        release = Release(
+            site=self.name,
+            request_id=job.request.request_id,
+            job_id=job.job_id,
+            outcome=ReleaseOutcome(outcome.value),
+            suppressed_cells=suppressed,
+            reasons=reasons,
+            partial=payload,
+            digests=digests,
+        )
+        return release.model_copy(update={"receipt": self.receipt_key.sign(release)})
+
+    def _hold(self, job: Job, result: AirlockResult) -> Release:
+        """File a result the airlock would release in the review queue; answer pending."""
+        assert result.table is not None
+        payload = to_ipc(result.table)
+        item, created = self.reviews.hold(
+            ReviewItem(
+                job_id=job.job_id,
+                site=self.name,
+                request_id=job.request.request_id,
+                analysis=str(job.analysis),
+                output_kind=job.output.value,
+                dataset=job.request.dataset,
+                project=job.decision.project or "",
+                researcher=job.decision.researcher or "",
+                purpose=job.decision.purpose or "",
+                outcome=result.outcome.value,
+                suppressed_cells=result.suppressed_cells,
+                reasons=result.reasons,
+                result=payload,
+                result_digest=digest_bytes(payload),
+                created_at=datetime.now(UTC).isoformat(),
+            )
+        )
+        if created:
+            self._audit(
+                job.request,
+                "airlock.review",
+                job_id=job.job_id,
+                outcome=item.outcome,
+                suppressed_cells=item.suppressed_cells,
+                reasons=list(item.reasons),
+                result_digest=item.result_digest,
+            )
+        return self._pending(job, item)
+
+    def _pending(self, job: Job, item: ReviewItem) -> Release:
+        """The signed answer for a held result: pending, with no payload."""
+        reason = f"held for review by the custodian of site {self.name} since {item.created_at}"
+        return self._signed(
+            job, Outcome.REVIEW, item.suppressed_cells, (reason,), None, self._digests(job, None)
+        )
+
+    def _reviewed(self, job: Job, item: ReviewItem) -> AirlockResult:
+        """The airlock's result after the custodian's decision on a held result."""
+        if item.state is ReviewState.REJECTED:
+            why = f"rejected by the reviewer of site {self.name}: {item.reason}"
+            return AirlockResult(Outcome.REFUSED, None, 0, (why,))
+        # The ledger may have changed while the result waited: check the cohort again.
+        refusal = self._differencing(job)
+        if refusal is not None:
+            return refusal
+        approved = f"approved by the reviewer of site {self.name}"
+        reasons = (*item.reasons, approved + (f": {item.reason}" if item.reason else ""))
+        return AirlockResult(Outcome(item.outcome), item.table(), item.suppressed_cells, reasons)
+
+    def _differencing(self, job: Job) -> AirlockResult | None:
+        """The differencing defence's refusal of ``job``'s count, or None if it may go on."""
+        rule = self.policy.differencing
+        if job.cohort is None or not rule.enabled:
+            return None
+        reason = self.differencing.refusal(
+            project=job.decision.project or "",
+            dataset=job.request.dataset,
+            cohort=job.cohort,
+            k=rule.k_for(self.policy.min_cell_count),
+        )
+        return None if reason is None else AirlockResult(Outcome.REFUSED, None, 0, (reason,))
