@@ -23,7 +23,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -32,11 +31,12 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
-from fedflow.core import cox, from_ipc
+from fedflow.core import cox
 from flows.analyses.cox_round import CoxRoundParams, design_columns
 from flows.errors import FlowError
 from flows.federated import federated_analysis
-from flows.federation import FederationSession, connect, open_session
+from flows.federation import FederationSession, open_session
+from flows.fitting import check_contributors, in_session, released_rows, wald_columns
 from flows.outcomes import SiteOutcome
 
 __all__ = ["CoxDidNotFit", "CoxFit", "CoxOptions", "cox_flow", "newton_step", "run_cox"]
@@ -132,14 +132,9 @@ def cox_flow(
             values = {"beta": beta.tolist(), "center": center.tolist()}
             step = federated_analysis(ANALYSIS, raw | values, federation, dataset, None, min_sites)
             request_ids.append(step.request_id)
-            sites = step.sites_contributing
-            if contributors is not None and sites != contributors:
-                raise CoxDidNotFit(
-                    f"contributing sites changed in round {round_no}: "
-                    f"{', '.join(contributors)} before, {', '.join(sites) or 'none'} now",
-                    request_id=step.request_id,
-                )
-            contributors = sites
+            sites = contributors = check_contributors(
+                contributors, step.sites_contributing, round_no, step.request_id, CoxDidNotFit
+            )
             partial = step.result.to_arrow()
             if round_no == 1:  # at beta = 0 and no centre, S1 / S0 at time 0 is the mean of x
                 stats = cox.arrays(partial)
@@ -190,12 +185,7 @@ def run_cox(
         "tol": tol,
         "confidence": confidence,
     }
-    if isinstance(federation, FederationSession):
-        assert federation.profile.path is not None
-        return cox_flow(dict(params), str(federation.profile.path), **options)
-    with connect(Path(federation), token=token) as session:
-        assert session.profile.path is not None
-        return cox_flow(dict(params), str(session.profile.path), **options)
+    return in_session(federation, token, lambda path: cox_flow(dict(params), path, **options))
 
 
 def _inference(
@@ -207,21 +197,13 @@ def _inference(
     confidence: float,
 ) -> CoxFit:
     se = np.sqrt(np.diag(np.linalg.inv(information)))
-    z = beta / se
-    quantile = NormalDist().inv_cdf(0.5 + confidence / 2)
-    low, high = beta - quantile * se, beta + quantile * se
+    wald = wald_columns(columns, beta, se, confidence)
     coefficients = pl.DataFrame(
-        {
-            "term": columns,
-            "estimate": beta,
-            "std_error": se,
-            "z": z,
-            "p_value": [math.erfc(abs(v) / math.sqrt(2)) for v in z],
-            "ci_low": low,
-            "ci_high": high,
+        wald
+        | {
             "hazard_ratio": np.exp(beta),
-            "hr_ci_low": np.exp(low),
-            "hr_ci_high": np.exp(high),
+            "hr_ci_low": np.exp(wald["ci_low"]),
+            "hr_ci_high": np.exp(wald["ci_high"]),
         }
     )
     stats = cox.arrays(partial)
@@ -247,14 +229,10 @@ def _with_sites(
     loglik_null: float,
 ) -> CoxFit:
     """Per-site counts, read back from the releases of the last round (nothing new leaves)."""
-    rows = []
-    for outcome in outcomes:
-        if not outcome.contributed or outcome.job_id is None:
-            continue
-        release = session.transports[outcome.site].release(outcome.job_id)
-        assert release.partial is not None
-        row = from_ipc(release.partial).to_pylist()[0]
-        rows.append({"site": outcome.site, "n": row["at_risk"][0], "events": sum(row["events"])})
+    rows = [
+        {"site": site, "n": row["at_risk"][0], "events": sum(row["events"])}
+        for site, row in released_rows(session, outcomes)
+    ]
     return CoxFit(
         **{
             **fit.__dict__,

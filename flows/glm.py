@@ -24,7 +24,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -33,12 +32,13 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
-from fedflow.core import from_ipc, regression
+from fedflow.core import regression
 from fedflow.core.regression import Family
 from flows.analyses.glm_round import GlmRoundParams, design_columns
 from flows.errors import FlowError
 from flows.federated import federated_analysis
-from flows.federation import FederationSession, connect, open_session
+from flows.federation import FederationSession, open_session
+from flows.fitting import check_contributors, in_session, released_rows, wald_columns
 from flows.outcomes import SiteOutcome
 
 __all__ = ["GlmDidNotFit", "GlmFit", "GlmOptions", "fit_glm", "glm_flow"]
@@ -146,14 +146,9 @@ def glm_flow(
                 ANALYSIS, raw | {"beta": beta}, federation, dataset, None, min_sites
             )
             request_ids.append(step.request_id)
-            sites = step.sites_contributing
-            if contributors is not None and sites != contributors:
-                raise GlmDidNotFit(
-                    f"contributing sites changed in round {round_no}: "
-                    f"{', '.join(contributors)} before, {', '.join(sites) or 'none'} now",
-                    request_id=step.request_id,
-                )
-            contributors = sites
+            sites = contributors = check_contributors(
+                contributors, step.sites_contributing, round_no, step.request_id, GlmDidNotFit
+            )
             partial = step.result.to_arrow()
             xtwx, xtwz = regression.matrices(partial)
             new_beta = _solve(xtwx, xtwz, columns)
@@ -207,12 +202,7 @@ def fit_glm(
         "tol": tol,
         "confidence": confidence,
     }
-    if isinstance(federation, FederationSession):
-        assert federation.profile.path is not None
-        return glm_flow(formula, family, str(federation.profile.path), **options)
-    with connect(Path(federation), token=token) as session:
-        assert session.profile.path is not None
-        return glm_flow(formula, family, str(session.profile.path), **options)
+    return in_session(federation, token, lambda path: glm_flow(formula, family, path, **options))
 
 
 def _solve(xtwx: np.ndarray, xtwz: np.ndarray, columns: list[str]) -> np.ndarray:
@@ -246,21 +236,7 @@ def _inference(
         scale, loglik = 1.0, float(row["loglik"])
     covariance = np.linalg.inv(xtwx) * scale
     se = np.sqrt(np.diag(covariance))
-    z = beta / se
-    normal = NormalDist()
-    quantile = normal.inv_cdf(0.5 + confidence / 2)
-    p_values = [math.erfc(abs(v) / math.sqrt(2)) for v in z]
-    coefficients = pl.DataFrame(
-        {
-            "term": columns,
-            "estimate": beta,
-            "std_error": se,
-            "z": z,
-            "p_value": p_values,
-            "ci_low": beta - quantile * se,
-            "ci_high": beta + quantile * se,
-        }
-    )
+    coefficients = pl.DataFrame(wald_columns(columns, beta, se, confidence))
     return GlmFit(
         formula=params.formula,
         family=params.family,
@@ -285,13 +261,8 @@ def _with_sites(
 ) -> GlmFit:
     """Per-site counts, read back from the releases of the last round (nothing new leaves)."""
     rows = []
-    for outcome in outcomes:
-        if not outcome.contributed or outcome.job_id is None:
-            continue
-        release = session.transports[outcome.site].release(outcome.job_id)
-        assert release.partial is not None
-        row = from_ipc(release.partial).to_pylist()[0]
-        counts: dict[str, Any] = {"site": outcome.site, "n": row["n"]}
+    for site, row in released_rows(session, outcomes):
+        counts: dict[str, Any] = {"site": site, "n": row["n"]}
         if fit.family == "binomial":
             counts |= {"cases": row["y_one"], "non_cases": row["y_zero"]}
         elif fit.family == "poisson":

@@ -1,0 +1,85 @@
+"""What the federated model fits (GLM, Cox) share: one round's contributors, Wald inference,
+per-site counts read back from the last round's releases, and running a fit's flow over a
+profile or an open session.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from statistics import NormalDist
+from typing import Any, TypeVar
+
+import numpy as np
+
+from fedflow.core import from_ipc
+from flows.errors import FlowError
+from flows.federation import FederationSession, connect
+from flows.outcomes import SiteOutcome
+
+__all__ = ["check_contributors", "in_session", "released_rows", "wald_columns"]
+
+T = TypeVar("T")
+
+
+def check_contributors(
+    previous: list[str] | None,
+    sites: list[str],
+    round_no: int,
+    request_id: str,
+    error: type[FlowError],
+) -> list[str]:
+    """The round's contributing sites; ``error`` if they differ from the previous round's."""
+    if previous is not None and sites != previous:
+        raise error(
+            f"contributing sites changed in round {round_no}: "
+            f"{', '.join(previous)} before, {', '.join(sites) or 'none'} now",
+            request_id=request_id,
+        )
+    return sites
+
+
+def wald_columns(
+    columns: Sequence[str], beta: np.ndarray, se: np.ndarray, confidence: float
+) -> dict[str, Any]:
+    """term, estimate, std_error, z, two-sided normal p_value, ci_low and ci_high."""
+    z = beta / se
+    quantile = NormalDist().inv_cdf(0.5 + confidence / 2)
+    return {
+        "term": list(columns),
+        "estimate": beta,
+        "std_error": se,
+        "z": z,
+        "p_value": [math.erfc(abs(v) / math.sqrt(2)) for v in z],
+        "ci_low": beta - quantile * se,
+        "ci_high": beta + quantile * se,
+    }
+
+
+def released_rows(
+    session: FederationSession, outcomes: list[SiteOutcome]
+) -> list[tuple[str, dict[str, Any]]]:
+    """(site, partial row) of each contributing site's last release (nothing new leaves)."""
+    rows = []
+    for outcome in outcomes:
+        if not outcome.contributed or outcome.job_id is None:
+            continue
+        release = session.transports[outcome.site].release(outcome.job_id)
+        assert release.partial is not None
+        rows.append((outcome.site, from_ipc(release.partial).to_pylist()[0]))
+    return rows
+
+
+def in_session(
+    federation: FederationSession | Path | str,
+    token: str | None,
+    run: Callable[[str], T],
+) -> T:
+    """``run(profile path)`` with the session open: the given one, or one opened here."""
+    if isinstance(federation, FederationSession):
+        assert federation.profile.path is not None
+        return run(str(federation.profile.path))
+    with connect(Path(federation), token=token) as session:
+        assert session.profile.path is not None
+        return run(str(session.profile.path))
