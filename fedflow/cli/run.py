@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from pydantic import ValidationError
@@ -27,6 +27,9 @@ from flows import QuorumNotMet, prefect_api, run_analysis
 from flows.cox import CoxFit, CoxOptions, run_cox
 from flows.glm import GlmFit, GlmOptions, fit_glm
 from flows.km import run_km
+
+if TYPE_CHECKING:
+    import polars as pl
 
 __all__ = ["ITERATIVE", "analyses", "run"]
 
@@ -172,16 +175,23 @@ def _cox_options(parsed: dict[str, Any]) -> tuple[dict[str, Any], CoxOptions]:
     return {k: v for k, v in parsed.items() if k not in names}, options
 
 
+def _coefficients(title: str, coefficients: pl.DataFrame) -> Table:
+    """A fit's coefficient table: the term, then every number to 6 significant digits."""
+    table = Table(title=title)
+    for column in coefficients.columns:
+        table.add_column(column, justify="left" if column == "term" else "right")
+    for row in coefficients.iter_rows():
+        table.add_row(row[0], *(f"{v:.6g}" for v in row[1:]))
+    return table
+
+
 def _show_cox(console: Console, fit: CoxFit, output: str) -> None:
     if output == "json":
         typer.echo(json.dumps(fit.to_dict(), indent=2, default=str))
         return
-    table = Table(title=f"Cox proportional hazards (Breslow ties): {fit.formula}")
-    for column in fit.coefficients.columns:
-        table.add_column(column, justify="left" if column == "term" else "right")
-    for row in fit.coefficients.iter_rows():
-        table.add_row(row[0], *(f"{v:.6g}" for v in row[1:]))
-    console.print(table)
+    console.print(
+        _coefficients(f"Cox proportional hazards (Breslow ties): {fit.formula}", fit.coefficients)
+    )
     console.print(
         f"n {fit.n}, events {fit.events}, log partial likelihood {fit.loglik:.6f}, "
         f"{fit.rounds} rounds, sites: "
@@ -194,12 +204,7 @@ def _show_fit(console: Console, fit: GlmFit, output: str) -> None:
     if output == "json":
         typer.echo(json.dumps(fit.to_dict(), indent=2, default=str))
         return
-    table = Table(title=f"{fit.family} GLM: {fit.formula}")
-    for column in fit.coefficients.columns:
-        table.add_column(column, justify="left" if column == "term" else "right")
-    for row in fit.coefficients.iter_rows():
-        table.add_row(row[0], *(f"{v:.6g}" for v in row[1:]))
-    console.print(table)
+    console.print(_coefficients(f"{fit.family} GLM: {fit.formula}", fit.coefficients))
     console.print(
         f"n {fit.n}, deviance {fit.deviance:.6f}, AIC {fit.aic:.4f}, "
         f"{fit.rounds} rounds, sites: "
