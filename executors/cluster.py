@@ -149,6 +149,18 @@ def _read_shared(url: str, name: str, tables: Mapping[str, Sequence[str]]) -> di
     return {t: dataset.read(t, c) for t, c in tables.items()}
 
 
+def _read_partition(
+    url: str,
+    name: str,
+    tables: Mapping[str, Sequence[str]],
+    persons: PersonRange | None,
+    shared: Mapping[str, pa.Table],
+) -> dict[str, pa.Table]:
+    """The shared tables and the person tables' rows of one partition."""
+    dataset = _dataset(url, name)
+    return {**shared, **{t: dataset.read(t, c, persons) for t, c in tables.items()}}
+
+
 def _run_partition(
     analysis: Analysis[Any],
     params: Any,
@@ -158,9 +170,7 @@ def _run_partition(
     persons: PersonRange | None,
     shared: Mapping[str, pa.Table],
 ) -> pa.Table:
-    dataset = _dataset(url, name)
-    data = {t: dataset.read(t, c, persons) for t, c in tables.items()}
-    return analysis.local({**shared, **data}, params)
+    return analysis.local(_read_partition(url, name, tables, persons, shared), params)
 
 
 def _merge(analysis: Analysis[Any], *partials: pa.Table) -> pa.Table:
@@ -177,9 +187,8 @@ def _run_partition_members(
     shared: Mapping[str, pa.Table],
 ) -> tuple[pa.Table, np.ndarray]:
     assert isinstance(analysis, CountsCohort)
-    dataset = _dataset(url, name)
-    data = {t: dataset.read(t, c, persons) for t, c in tables.items()}
-    partial, members = analysis.local_members({**shared, **data}, params)
+    data = _read_partition(url, name, tables, persons, shared)
+    partial, members = analysis.local_members(data, params)
     ids = np.asarray(members.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
     return partial, np.unique(ids)
 
