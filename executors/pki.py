@@ -25,8 +25,45 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedflow.core import ConfigError
+from fedflow.core.controls import Control
 
 __all__ = ["CA_NAME", "DEFAULT_HOSTS", "IssuedCert", "init_ca", "issue"]
+
+__controls__ = (
+    Control(
+        "HIPAA 164.312(e)(1)",
+        "Sites serve only over mutual TLS: the client certificate must chain to the site's CA, "
+        "and the orchestrator pins the site's CA; plain HTTP is refused unless enabled.",
+        tests=(
+            "tests/executors/test_service.py::test_a_client_without_a_trusted_certificate_fails_the_handshake",
+            "tests/executors/test_service.py::test_plain_http_is_refused_unless_enabled",
+        ),
+    ),
+    Control(
+        "NIST SC-8",
+        "Mutual TLS between orchestrator and sites.",
+        tests=(
+            "tests/executors/test_service.py::test_a_client_without_a_trusted_certificate_fails_the_handshake",
+        ),
+    ),
+    Control(
+        "GDPR Art. 32",
+        "Encrypted, mutually authenticated transport for every request and release.",
+        tests=("tests/executors/test_service.py::test_same_results_in_process_and_over_https",),
+    ),
+    Control(
+        "ISO 27001 A.8.24",
+        "X.509 certificates (ECDSA P-256) for mutual TLS, Ed25519 for tokens and receipts.",
+        tests=("tests/executors/test_service.py::test_plain_http_is_refused_unless_enabled",),
+    ),
+    Control(
+        "NIST SC-13",
+        "TLS through Python's ssl module; signatures through `cryptography` and PyJWT.",
+        tests=(
+            "tests/executors/test_service.py::test_a_client_without_a_trusted_certificate_fails_the_handshake",
+        ),
+    ),
+)
 
 CA_NAME = "ca"
 DEFAULT_HOSTS = ("localhost", "127.0.0.1")

@@ -15,9 +15,21 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from fedflow.core.controls import Control
 from fedflow.core.messages import Request
 
 __all__ = ["DEFAULT_MAX_AGE", "ReplayGuard"]
+
+__controls__ = (
+    Control(
+        "NIST SI-10",
+        "A request's nonce is used once and its timestamp must be fresh; replays are refused.",
+        tests=(
+            "tests/executors/test_replay.py::test_a_nonce_is_used_once_per_step_and_remembered_across_a_restart",
+            "tests/executors/test_service.py::test_replayed_and_stale_requests_are_refused_and_audited",
+        ),
+    ),
+)
 
 DEFAULT_MAX_AGE = timedelta(minutes=15)
 DEFAULT_MAX_SKEW = timedelta(minutes=2)

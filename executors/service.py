@@ -61,6 +61,7 @@ from executors.errors import JobNotFound, RequestRefused, SiteError, SiteUnavail
 from executors.node import SiteNode
 from fedflow.core import ConfigError, FedflowError, InvalidRequest, PayloadTooLarge
 from fedflow.core.configfile import describe_problems
+from fedflow.core.controls import Control
 from fedflow.core.messages import Decision, JobStatus, Release, Request, SiteInfo
 from governance.checkpoints import Checkpoint
 
@@ -72,6 +73,18 @@ __all__ = [
     "serve",
     "status_of",
 ]
+
+__controls__ = (
+    Control(
+        "NIST SI-10",
+        "Oversized bodies get 413, malformed requests 4xx naming the field, never a 5xx or an "
+        "echoed value; each is audited.",
+        tests=(
+            "tests/executors/test_service.py::test_oversized_and_malformed_requests_get_clear_4xx_and_are_audited",
+            "tests/executors/test_service.py::test_fuzzing_from_the_openapi_document_finds_no_5xx",
+        ),
+    ),
+)
 
 log = logging.getLogger("executors.service")  # also when run as __main__
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from executors.config import SiteConfig
 from fedflow.core import FedflowError
+from fedflow.core.controls import Control
 from fedflow.core.messages import Receipt
 from flows.errors import LineageNotFound
 from flows.federation import Federation
@@ -28,6 +29,22 @@ from governance.checkpoints import Checkpoint, check_checkpoints, verify_checkpo
 from governance.receipts import ReceiptKey, verify_receipt
 
 __all__ = ["Lineage", "RequestLineage", "SiteLineage", "read_lineage"]
+
+__controls__ = (
+    Control(
+        "GDPR Art. 5(2)",
+        "`fedflow lineage` shows how a result came to be: flow run, requests, site decisions, "
+        "receipts, dataset snapshot, code and policy digests.",
+        tests=("tests/flows/test_lineage.py::test_lineage_shows_how_the_result_came_to_be",),
+    ),
+    Control(
+        "GDPR Art. 30",
+        "Lineage joins the orchestrator's and the sites' records of each processing step.",
+        tests=(
+            "tests/flows/test_lineage.py::test_fedflow_lineage_prints_a_table_json_and_refuses_unknown_ids",
+        ),
+    ),
+)
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,51 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from fedflow.core.controls import Control
 from fedflow.core.digest import canonical_json, digest_bytes
 from governance.errors import AuditError
 
 __all__ = ["GENESIS", "AuditEntry", "AuditLog", "AuditReport"]
+
+__controls__ = (
+    Control(
+        "HIPAA 164.312(b)",
+        "Every request, decision, release and refusal at a site, and every flow step at the "
+        "orchestrator, is appended to a hash-chained SQLite audit log.",
+        tests=(
+            "tests/executors/test_node.py::test_refused_analysis_is_refused_with_its_reason_and_audited",
+            "tests/governance/test_audit.py::test_entries_chain_and_hash_their_content",
+        ),
+    ),
+    Control(
+        "NIST AU-2",
+        "Logged events: request checked, job run, released, refused, reviewed, bad input.",
+        tests=(
+            "tests/executors/test_node.py::test_bad_tokens_are_refused_and_audited",
+            "tests/executors/test_service.py::test_oversized_and_malformed_requests_get_clear_4xx_and_are_audited",
+        ),
+    ),
+    Control(
+        "NIST AU-9",
+        "Triggers refuse UPDATE and DELETE; the hash chain detects any edit, deletion, insertion "
+        "or reordering (`fedflow audit verify`).",
+        tests=(
+            "tests/governance/test_audit.py::test_triggers_refuse_update_and_delete",
+            "tests/governance/test_audit.py::test_random_tampering_is_named_by_kind",
+        ),
+    ),
+    Control(
+        "ISO 27001 A.8.15",
+        "Append-only, hash-chained logs at every site and at the orchestrator.",
+        tests=("tests/cli/test_audit_cli.py::test_verify_lists_the_problems_of_a_tampered_log",),
+    ),
+    Control(
+        "GDPR Art. 30",
+        "The audit log records who asked for which analysis, for which project and purpose, "
+        "on which dataset, and what was released.",
+        tests=("tests/cli/test_audit_cli.py::test_show_as_a_table_and_as_json",),
+    ),
+)
 
 GENESIS: Final = "sha256:" + "0" * 64
 """The ``prev_hash`` of the first entry."""

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from cryptography.exceptions import InvalidSignature
 from pydantic import BaseModel, ConfigDict, Field
 
+from fedflow.core.controls import Control
 from fedflow.core.digest import canonical_json
 from governance.audit import GENESIS, AuditLog
 from governance.errors import CheckpointInvalid
@@ -31,6 +32,23 @@ __all__ = [
     "sign_checkpoint",
     "verify_checkpoint",
 ]
+
+__controls__ = (
+    Control(
+        "NIST AU-9",
+        "Signed checkpoints of each site's chain head are kept by the orchestrator, so even a "
+        "complete rewrite of a site's log is detected.",
+        tests=(
+            "tests/governance/test_checkpoints.py::test_a_complete_rewrite_passes_alone_but_breaks_the_later_checkpoints",
+            "tests/flows/test_lineage.py::test_audit_verify_against_checkpoints_detects_a_complete_rewrite",
+        ),
+    ),
+    Control(
+        "ISO 27001 A.5.33",
+        "Audit records are protected by signed checkpoints held outside the site.",
+        tests=("tests/governance/test_checkpoints.py::test_a_cut_tail_is_missing_checkpoints",),
+    ),
+)
 
 
 class Checkpoint(BaseModel):

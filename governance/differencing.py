@@ -33,6 +33,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedflow.core import frequency
+from fedflow.core.controls import Control
 from governance.errors import DifferencingLedgerError
 
 __all__ = [
@@ -43,6 +44,25 @@ __all__ = [
     "DifferencingPolicy",
     "total_released",
 ]
+
+__controls__ = (
+    Control(
+        "GDPR Art. 25",
+        "Per project, a count whose cohort is 1 to k-1 persons from an earlier released cohort, "
+        "or from the whole dataset, is refused (differencing defence).",
+        tests=(
+            "tests/executors/test_node_differencing.py::test_a_differencing_attack_one_person_apart_is_refused_per_project",
+            "tests/executors/test_node_differencing.py::test_complement_rule_refuses_a_cohort_of_all_but_a_few",
+        ),
+    ),
+    Control(
+        "ISO 27001 A.8.11",
+        "Near-identical cohorts are refused so their difference cannot single a person out.",
+        tests=(
+            "tests/governance/test_differencing.py::test_a_cohort_fewer_than_k_persons_from_a_released_one_is_refused",
+        ),
+    ),
+)
 
 DIFFERENCING_RULE = (
     "differencing rule: the cohort differs from an earlier released cohort of this project "

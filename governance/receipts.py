@@ -19,11 +19,36 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from fedflow.core.controls import Control
 from fedflow.core.digest import digest_bytes
 from fedflow.core.messages import Receipt, Release, Request
 from governance.errors import IssuerKeyInvalid, ReceiptInvalid
 
 __all__ = ["ReceiptKey", "key_id", "load_public_key", "verify_receipt", "verify_release"]
+
+__controls__ = (
+    Control(
+        "NIST AU-10",
+        "Each release is signed (Ed25519) over the digests of request, decision, policy, "
+        "dataset snapshot, code and result; the orchestrator verifies it against a pinned key.",
+        tests=(
+            "tests/governance/test_receipts.py::test_every_change_is_refused_with_its_reason",
+            "tests/executors/test_service.py::test_a_release_whose_receipt_does_not_verify_is_refused",
+        ),
+    ),
+    Control(
+        "HIPAA 164.312(c)(1)",
+        "A result altered after its release no longer matches its signed receipt.",
+        tests=(
+            "tests/governance/test_receipts.py::test_a_signed_release_verifies_and_survives_json",
+        ),
+    ),
+    Control(
+        "GDPR Art. 5(2)",
+        "Signed receipts let a custodian prove what left the site, under which policy.",
+        tests=("tests/governance/test_receipts.py::test_every_change_is_refused_with_its_reason",),
+    ),
+)
 
 
 def key_id(public_pem: bytes) -> str:

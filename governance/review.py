@@ -30,10 +30,30 @@ from pydantic import BaseModel, ConfigDict
 
 from fedflow.core import digest_bytes, digest_json, from_ipc
 from fedflow.core.analysis import OutputKind
+from fedflow.core.controls import Control
 from governance.audit import AuditLog
 from governance.errors import ReviewAlreadyDecided, ReviewError, ReviewInvalid, ReviewNotFound
 
 __all__ = ["ReviewItem", "ReviewPolicy", "ReviewQueue", "ReviewState", "decide_review"]
+
+__controls__ = (
+    Control(
+        "NIST AC-4",
+        "Results the policy holds wait at the site until a custodian approves or rejects them; "
+        "the decision is final and audited.",
+        tests=(
+            "tests/governance/test_review_queue.py::test_approval_is_final_and_audited",
+            "tests/flows/test_review_flow.py::test_an_approved_result_completes_the_waiting_flow",
+        ),
+    ),
+    Control(
+        "GDPR Art. 5(2)",
+        "Human review of outputs, with the reviewer and reason recorded.",
+        tests=(
+            "tests/governance/test_review_queue.py::test_rejection_needs_a_reason_and_a_reviewer",
+        ),
+    ),
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS review (

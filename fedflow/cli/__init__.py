@@ -17,6 +17,7 @@ import typer
 
 from fedflow.cli.airlock import app as airlock_app
 from fedflow.cli.audit import app as audit_app
+from fedflow.cli.compliance import app as compliance_app
 from fedflow.cli.demo import demo
 from fedflow.cli.identity import keys_app, token_app
 from fedflow.cli.lineage import lineage
@@ -39,6 +40,7 @@ app.command()(analyses)
 app.command()(lineage)
 app.add_typer(airlock_app, name="airlock")
 app.add_typer(audit_app, name="audit")
+app.add_typer(compliance_app, name="compliance")
 app.add_typer(keys_app, name="keys")
 app.add_typer(token_app, name="token")
 app.add_typer(site_app, name="site")

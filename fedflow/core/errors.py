@@ -16,6 +16,8 @@ Each layer hangs its own subtree from :class:`FedflowError` (``GovernanceError``
 
 from __future__ import annotations
 
+from fedflow.core.controls import Control
+
 __all__ = [
     "ConfigError",
     "FedflowError",
@@ -24,6 +26,17 @@ __all__ = [
     "PayloadTooLarge",
     "UnknownAnalysis",
 ]
+
+__controls__ = (
+    Control(
+        "ISO 27001 A.5.34",
+        "Errors name the field and the rule, never a row-level value.",
+        tests=(
+            "tests/fedflow/core/test_registry.py::test_parameter_errors_name_fields_and_never_echo_values",
+            "tests/executors/test_node.py::test_a_failing_analysis_fails_its_job_without_leaking_values",
+        ),
+    ),
+)
 
 
 class FedflowError(Exception):

@@ -15,9 +15,22 @@ from typing import Any, TypeVar
 from packaging.version import InvalidVersion, Version
 
 from fedflow.core.analysis import Analysis, AnalysisRef, OutputKind
+from fedflow.core.controls import Control
 from fedflow.core.errors import ConfigError, UnknownAnalysis
 
 __all__ = ["AnalysisRegistry", "default_registry", "register"]
+
+__controls__ = (
+    Control(
+        "NIST SI-7",
+        "Each analysis carries a digest of its code; a site refuses a request whose digest does "
+        "not match its own copy, or that its policy does not list.",
+        tests=(
+            "tests/fedflow/core/test_registry.py::test_code_digest_covers_the_analysis_and_its_bases",
+            "tests/executors/test_node.py::test_code_digest_mismatch_and_unlisted_columns_are_denied",
+        ),
+    ),
+)
 
 A = TypeVar("A", bound=type[Analysis[Any]])
 

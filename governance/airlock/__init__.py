@@ -11,6 +11,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from fedflow.core.analysis import OutputKind
+from fedflow.core.controls import Control
 from governance.airlock.frequency import check_frequency
 from governance.airlock.models import check_cox, check_regression
 from governance.airlock.result import (
@@ -34,6 +35,46 @@ __all__ = [
     "check_summary",
     "check_survival",
 ]
+
+__controls__ = (
+    Control(
+        "GDPR Art. 25",
+        "Statistical disclosure control on every partial before it leaves a site: small-cell "
+        "and secondary suppression, refusal of small or saturated models, withheld extremes.",
+        tests=(
+            "tests/governance/test_airlock.py::test_random_tables_leave_no_suppressed_cell_recoverable",
+            "tests/governance/test_airlock_regression.py::test_a_saturated_model_is_refused",
+        ),
+    ),
+    Control(
+        "GDPR Art. 5(1)(c)",
+        "Only aggregates that passed the site's airlock leave it; person ids never do.",
+        tests=(
+            "tests/executors/test_node.py::test_released_payloads_hold_no_person_ids_or_birth_dates",
+        ),
+    ),
+    Control(
+        "ISO 27001 A.8.11",
+        "Cells below the threshold are suppressed, and further cells until none is recoverable.",
+        tests=(
+            "tests/governance/test_airlock.py::test_two_by_two_with_one_small_cell_suppresses_the_whole_interior",
+        ),
+    ),
+    Control(
+        "NIST AC-4",
+        "What may leave a site is decided by output kind; a kind without rules is refused.",
+        tests=(
+            "tests/governance/test_airlock.py::test_invalid_tables_and_unknown_kinds_are_refused",
+        ),
+    ),
+    Control(
+        "ISO 27001 A.5.34",
+        "Outputs are checked for disclosure of individuals before release.",
+        tests=(
+            "tests/executors/test_service.py::test_what_leaves_a_site_holds_no_person_ids_or_birth_dates",
+        ),
+    ),
+)
 
 
 def check(
