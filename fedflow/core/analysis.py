@@ -49,6 +49,8 @@ class OutputKind(StrEnum):
     COX = "cox"
     """Risk-set sums of one Cox proportional-hazards round on a time grid; see
     :mod:`fedflow.core.cox`."""
+    MAGNITUDE = "magnitude"
+    """Persons and sums of a variable per cell; see :mod:`fedflow.core.magnitude`."""
 
 
 class Params(BaseModel):
