@@ -3,7 +3,8 @@
 :func:`check` dispatches by the analysis's output kind; a kind without rules here is refused.
 One module per kind holds its rules:
 :mod:`~governance.airlock.frequency`, :mod:`~governance.airlock.summary`,
-:mod:`~governance.airlock.models` (GLM and Cox rounds) and :mod:`~governance.airlock.survival`.
+:mod:`~governance.airlock.models` (GLM and Cox rounds), :mod:`~governance.airlock.survival`
+and :mod:`~governance.airlock.magnitude` (dominance).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pyarrow as pa
 from fedflow.core.analysis import OutputKind
 from fedflow.core.controls import Control
 from governance.airlock.frequency import check_frequency
+from governance.airlock.magnitude import check_magnitude
 from governance.airlock.models import check_cox, check_regression
 from governance.airlock.result import (
     MAX_PARAMETERS_PER_OBSERVATION,
@@ -31,6 +33,7 @@ __all__ = [
     "check",
     "check_cox",
     "check_frequency",
+    "check_magnitude",
     "check_regression",
     "check_summary",
     "check_survival",
@@ -96,4 +99,6 @@ def check(
         return check_survival(table, threshold=threshold)
     if kind is OutputKind.COX:
         return check_cox(table, threshold=threshold)
+    if kind is OutputKind.MAGNITUDE:
+        return check_magnitude(table, threshold=threshold)
     return refused(f"the airlock has no disclosure rules for output kind {kind.value!r}")
