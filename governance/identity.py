@@ -9,6 +9,10 @@ Only ``EdDSA`` is accepted: a token whose header names ``none``, an HMAC or an R
 is refused before any key is used, so the public key can never serve as an HMAC secret.
 The signature must verify with the key of the issuer the token names. PyJWT does the
 signature and audience checks; time checks use ``now`` so they can be tested.
+
+A token may carry GA4GH Passport v1.2 visas in its ``ga4gh_passport_v1`` claim (a list of
+compact JWTs). They are kept, unverified, in :attr:`Identity.passport`: each site verifies
+them against the visa issuers its policy trusts (:mod:`governance.passport`).
 """
 
 from __future__ import annotations
@@ -27,9 +31,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from governance.errors import IssuerKeyInvalid, TokenRejected
 
-__all__ = ["ALGORITHM", "Identity", "IssuerKey", "TrustedIssuer", "issue_token", "verify_token"]
+__all__ = [
+    "ALGORITHM",
+    "PASSPORT_CLAIM",
+    "Identity",
+    "IssuerKey",
+    "TrustedIssuer",
+    "issue_token",
+    "verify_token",
+]
 
 ALGORITHM = "EdDSA"
+PASSPORT_CLAIM = "ga4gh_passport_v1"
 REQUIRED_CLAIMS = ("iss", "sub", "aud", "iat", "nbf", "exp", "jti", "project", "purpose")
 _STRING_CLAIMS = ("iss", "sub", "jti", "project", "purpose")
 _TIME_CLAIMS = ("iat", "nbf", "exp")
@@ -46,6 +59,8 @@ class Identity:
     audience: str
     expires_at: datetime
     token_id: str
+    passport: tuple[str, ...] = ()
+    """The token's visas (compact JWTs), not yet verified: the site's policy verifies them."""
 
 
 class IssuerKey:
@@ -144,12 +159,14 @@ def issue_token(
     audience: str,
     ttl: timedelta = timedelta(hours=1),
     now: datetime | None = None,
+    visas: Sequence[str] = (),
 ) -> str:
-    """Sign a token for ``researcher`` valid for ``ttl`` at ``audience`` (a site or federation)."""
+    """Sign a token for ``researcher`` valid for ``ttl`` at ``audience`` (a site or federation),
+    carrying ``visas`` (GA4GH Passport visas, see :func:`governance.passport.issue_visa`)."""
     if ttl <= timedelta(0):
         raise ValueError("a token's time to live must be positive")
     issued = now or datetime.now(UTC)
-    claims = {
+    claims: dict[str, Any] = {
         "iss": key.issuer,
         "sub": researcher,
         "aud": audience,
@@ -160,6 +177,8 @@ def issue_token(
         "project": project,
         "purpose": purpose,
     }
+    if visas:
+        claims[PASSPORT_CLAIM] = list(visas)
     return jwt.encode(claims, key._signing_key(), algorithm=ALGORITHM)
 
 
@@ -247,6 +266,11 @@ def _identity(claims: dict[str, Any], audience: str, now: datetime, leeway: time
         raise TokenRejected("the token has expired", reason="expired")
     if claims["nbf"] > moment + slack:
         raise TokenRejected("the token is not valid yet", reason="not_yet_valid")
+    passport = claims.get(PASSPORT_CLAIM, [])
+    if not isinstance(passport, list) or not all(isinstance(v, str) for v in passport):
+        raise TokenRejected(
+            f"the {PASSPORT_CLAIM!r} claim must be a list of visas", reason="malformed"
+        )
     return Identity(
         researcher=claims["sub"],
         project=claims["project"],
@@ -255,4 +279,5 @@ def _identity(claims: dict[str, Any], audience: str, now: datetime, leeway: time
         audience=audience,
         expires_at=datetime.fromtimestamp(claims["exp"], UTC),
         token_id=claims["jti"],
+        passport=tuple(passport),
     )
