@@ -23,6 +23,7 @@ schema validation of policies.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -91,6 +92,7 @@ namespace Fedflow {
 }
 """
 _SCHEMA = cedarpy.Schema.from_str(SCHEMA)
+_FAILED = re.compile(r"policy `(policy\d+)`")
 
 
 def cedar_string(text: str) -> str:
@@ -120,7 +122,8 @@ class CedarPolicy:
 
 @dataclass(frozen=True)
 class CedarAnswer:
-    """Cedar's answer to one request: allowed, and the ids of the policies that decided."""
+    """Cedar's answer to one request: allowed, the ids of the policies that decided, and
+    the ids of policies whose evaluation failed (any failure denies)."""
 
     allowed: bool
     policies: tuple[str, ...]
@@ -180,7 +183,13 @@ class CedarEngine:
         results = cedarpy.is_authorized_batch(list(requests), self._set, entities, _SCHEMA)
         answers = []
         for result in results:
-            errors = tuple(str(e) for e in result.diagnostics.errors)
+            # Only the failing policies' ids: an error's text may quote request values.
+            errors = tuple(
+                dict.fromkeys(
+                    self._name(m.group(1)) if (m := _FAILED.search(str(e))) else "(unknown)"
+                    for e in result.diagnostics.errors
+                )
+            )
             ids = tuple(self._name(r) for r in result.diagnostics.reasons)
             answers.append(CedarAnswer(result.allowed and not errors, ids, errors))
         return answers

@@ -110,12 +110,13 @@ def decide(engine: CedarEngine, policy: SitePolicy, facts: Facts) -> list[Check]
     run, use, connect, work_on, pursue = answers[:5]
     reads = list(zip(columns, answers[5:], strict=True))
     label = f"{facts.analysis}@{facts.version}"
+    seen: set[str] = set()  # a forbid that matches several concerns is reported once
     return [
-        _explain(engine, run, f"analysis {label} is allowed", _why_not_run(policy, facts)),
-        _dataset(engine, policy, facts, use, reads),
-        _explain(engine, connect, *_access("researcher", facts.researcher)),
-        _explain(engine, work_on, *_access("project", facts.project)),
-        _explain(engine, pursue, *_access("purpose", facts.purpose)),
+        _explain(engine, run, f"analysis {label} is allowed", _why_not_run(policy, facts), seen),
+        _dataset(engine, policy, facts, use, reads, seen),
+        _explain(engine, connect, *_access("researcher", facts.researcher), seen),
+        _explain(engine, work_on, *_access("project", facts.project), seen),
+        _explain(engine, pursue, *_access("purpose", facts.purpose), seen),
     ]
 
 
@@ -127,20 +128,35 @@ def _forbids(engine: CedarEngine, answer: CedarAnswer) -> list[str]:
     return [i for i in answer.policies if engine.by_id[i].effect == "forbid"]
 
 
+def _new(ids: list[str], seen: set[str]) -> list[str]:
+    fresh = [i for i in ids if i not in seen]
+    seen.update(ids)
+    return fresh
+
+
 def _because(engine: CedarEngine, policy_id: str, what: str = "") -> str:
     reason = engine.by_id[policy_id].reason or f"forbidden by policy {policy_id}"
     return f"{reason}{': ' + what if what else ''} ({policy_id})"
 
 
-def _explain(engine: CedarEngine, answer: CedarAnswer, allowed: str, refused: str) -> Check:
+def _explain(
+    engine: CedarEngine, answer: CedarAnswer, allowed: str, refused: str, seen: set[str]
+) -> Check:
+    """A concern's check; an empty reason when only forbids reported earlier refused it."""
     if answer.allowed:
         return True, allowed, answer.policies
     if answer.errors:
-        return False, f"{refused}: a policy could not be evaluated", ()
+        return False, _unevaluated(answer.errors, seen), answer.errors
     forbids = _forbids(engine, answer)
     if forbids:
-        return False, "; ".join(_because(engine, i) for i in forbids), tuple(forbids)
+        fresh = _new(forbids, seen)
+        return False, "; ".join(_because(engine, i) for i in fresh), tuple(fresh)
     return False, refused, ()
+
+
+def _unevaluated(ids: tuple[str, ...], seen: set[str]) -> str:
+    fresh = _new(list(ids), seen)
+    return f"policy {', '.join(fresh)} could not be evaluated: refused" if fresh else ""
 
 
 def _why_not_run(policy: SitePolicy, facts: Facts) -> str:
@@ -161,6 +177,7 @@ def _dataset(
     facts: Facts,
     use: CedarAnswer,
     reads: list[tuple[tuple[str, str], CedarAnswer]],
+    seen: set[str],
 ) -> Check:
     name = facts.dataset
     if not use.allowed and not _forbids(engine, use):
@@ -168,8 +185,13 @@ def _dataset(
     problems: list[str] = []
     deciding: list[str] = []
     if not use.allowed:
-        problems += [_because(engine, i) for i in _forbids(engine, use)]
-        deciding += _forbids(engine, use)
+        fresh = _new(_forbids(engine, use), seen)
+        problems += [_because(engine, i) for i in fresh]
+        deciding += fresh
+    failed = [i for a in (use, *(a for _, a in reads)) for i in a.errors]
+    if failed:
+        problems.append(_unevaluated(tuple(dict.fromkeys(failed)), seen))
+        deciding += failed
     rule = policy.datasets.get(name)
     unlisted: set[str] = set()
     by_forbid: dict[str, list[str]] = {}
@@ -182,10 +204,10 @@ def _dataset(
             unlisted.add(f"{table}.{column}" if listed else f"table {table}")
     if unlisted:
         problems.insert(0, f"not allowed to read {', '.join(sorted(unlisted))}")
-    for i, where in by_forbid.items():
-        problems.append(_because(engine, i, ", ".join(sorted(where))))
+    for i in _new(list(by_forbid), seen):
+        problems.append(_because(engine, i, ", ".join(sorted(by_forbid[i]))))
         deciding.append(i)
-    if problems:
+    if problems or not use.allowed or not all(a.allowed for _, a in reads):
         return False, "; ".join(problems), tuple(deciding)
     ids = dict.fromkeys(use.policies + tuple(i for _, a in reads for i in a.policies))
     tables = ", ".join(sorted(facts.tables))

@@ -263,7 +263,7 @@ class SitePolicy(_Rule):
             site=site,
             request_id=request.request_id,
             verdict=Verdict.ALLOW if allowed else Verdict.DENY,
-            reasons=tuple(why for _, why, _ in kept),
+            reasons=tuple(why for _, why, _ in kept if why),
             rules=tuple(dict.fromkeys(rule for _, _, rules in kept for rule in rules)),
             policy_digest=self.digest,
             researcher=identity.researcher,
