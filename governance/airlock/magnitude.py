@@ -9,11 +9,14 @@ ACRO's default parameters (``acro/default.yaml``, ACRO 1.0.2):
   sum, ``n = 2``, ``k = 0.90`` (``safe_nk_n``, ``safe_nk_k``);
 - **p% rule** (p-ratio): ``(sum - x1 - x2) / x1 < p``, ``p = 0.10`` (``safe_pratio_p``): the
   rest of the cell does not hide the largest contribution from the second largest to within
-  p percent (a single contributor always fails it).
+  p percent (a single contributor always fails it). As in ACRO, a cell whose contributions are
+  all zero (``x1 = 0``) fails it too: its sum discloses that every contributor's value is zero.
+
+Each rule is judged on every cell on its own (:func:`sensitive_cells`), as ACRO does.
 
 Dominance is not defined when a contribution is negative: such a cell is suppressed (ACRO asks
 for a review; we suppress, so nothing is released on a rule that cannot be evaluated). A cell
-whose sum is zero, or with no persons, is not dominated. A failing cell is suppressed whole
+with no persons is released (an empty cell). A failing cell is suppressed whole
 (``persons`` and ``sum`` null) and, since sums add up along the margins exactly as counts do,
 the frequency tables' secondary suppression then protects it from recovery through the
 margins (complements chosen by fewest persons). The released table has the site-only columns
@@ -30,7 +33,7 @@ from governance.airlock.frequency import _constraints, _secondary
 from governance.airlock.result import AirlockResult, Outcome, check_threshold, refused
 from governance.errors import PolicyInvalid
 
-__all__ = ["NK_K", "NK_N", "P_RATIO", "check_magnitude", "dominance"]
+__all__ = ["NK_K", "NK_N", "P_RATIO", "check_magnitude", "dominance", "sensitive_cells"]
 
 NK_N = 2
 """ACRO's ``safe_nk_n``: the number of largest contributions the (n, k) rule adds up."""
@@ -53,9 +56,40 @@ def dominance(
         failed.append("nk")
     x1 = top[0] if top else 0.0
     x2 = top[1] if len(top) > 1 else 0.0
-    if x1 > 0 and (total - x1 - x2) / x1 < p:
+    if x1 == 0 or (total - x1 - x2) / x1 < p:
         failed.append("p%")
     return failed
+
+
+def sensitive_cells(
+    table: pa.Table,
+    *,
+    threshold: int,
+    nk_n: int = NK_N,
+    nk_k: float = NK_K,
+    p: float = P_RATIO,
+) -> dict[str, set[int]]:
+    """Per rule, the rows of a magnitude table (with contributions) that fail it.
+
+    Rules: ``threshold``, ``negative`` (a negative contribution: dominance undefined), ``nk``
+    and ``p%``. Each is judged on every cell that holds persons and is not yet suppressed.
+    """
+    persons: list[int | None] = table[magnitude.PERSONS].to_pylist()
+    sums: list[float | None] = table[magnitude.SUM].to_pylist()
+    tops: list[list[float] | None] = table["top"].to_pylist()
+    negatives: list[int | None] = table["negatives"].to_pylist()
+    failing: dict[str, set[int]] = {"threshold": set(), "negative": set(), "nk": set(), "p%": set()}
+    for i, (count, total) in enumerate(zip(persons, sums, strict=True)):
+        if count is None or total is None or count == 0:
+            continue
+        if count < threshold:
+            failing["threshold"].add(i)
+        if negatives[i]:
+            failing["negative"].add(i)
+            continue
+        for rule in dominance(total, tops[i] or [], n=nk_n, k=nk_k, p=p):
+            failing[rule].add(i)
+    return failing
 
 
 def check_magnitude(
@@ -91,23 +125,11 @@ def check_magnitude(
 
     persons: list[int | None] = table[magnitude.PERSONS].to_pylist()
     sums: list[float | None] = table[magnitude.SUM].to_pylist()
-    tops: list[list[float] | None] = table["top"].to_pylist()
-    negatives: list[int | None] = table["negatives"].to_pylist()
     already = {
-        i for i, (c, s) in enumerate(zip(persons, sums, strict=True)) if c is None or s is None
+        i for i, (c, v) in enumerate(zip(persons, sums, strict=True)) if c is None or v is None
     }
-    small, negative, dominated = set(), set(), set()
-    for i, (count, total) in enumerate(zip(persons, sums, strict=True)):
-        if i in already or count == 0:
-            continue
-        assert count is not None and total is not None
-        if count < threshold:
-            small.add(i)
-        elif negatives[i]:
-            negative.add(i)
-        elif dominance(total, tops[i] or [], n=nk_n, k=nk_k, p=p):
-            dominated.add(i)
-    suppressed = already | small | negative | dominated
+    failing = sensitive_cells(table, threshold=threshold, nk_n=nk_n, nk_k=nk_k, p=p)
+    suppressed = already.union(*failing.values())
     secondary = _secondary(keys, persons, _constraints(keys) if dims else [], suppressed)
     if secondary is None:
         return refused("suppressed cells could not be protected from recovery through the margins")
@@ -116,9 +138,10 @@ def check_magnitude(
     reasons = []
     for cells, why in (
         (already, "arrived suppressed"),
-        (small, f"below the threshold of {threshold} persons suppressed"),
-        (negative, "with negative contributions suppressed (dominance is undefined)"),
-        (dominated, f"failing the ({nk_n}, {nk_k:g}) dominance or p% (p={p:g}) rule suppressed"),
+        (failing["threshold"], f"below the threshold of {threshold} persons"),
+        (failing["negative"], "with negative contributions (dominance is undefined)"),
+        (failing["nk"], f"dominated by their {nk_n} largest contributions (>= {nk_k:g})"),
+        (failing["p%"], f"failing the p% rule (p = {p:g})"),
         (secondary, "suppressed so suppressed cells cannot be recovered from margins"),
     ):
         if cells:
