@@ -1,10 +1,11 @@
-"""``fedflow keys`` and ``fedflow token``: issuer keys and researcher tokens for the demo."""
+"""``fedflow keys`` and ``fedflow token``: issuer keys, researcher tokens and GA4GH visas for
+the demo and tests."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,7 @@ import typer
 
 from governance.errors import GovernanceError, TokenRejected
 from governance.identity import IssuerKey, TrustedIssuer, issue_token, verify_token
+from governance.passport import VISA_BY, VISA_TYPES, issue_visa
 
 __all__ = ["keys_app", "token_app"]
 
@@ -50,8 +52,12 @@ def issue(
     purpose: Annotated[str, typer.Option("--purpose", help="The purpose of use.")],
     audience: Annotated[str, typer.Option("--audience", help="The site or federation.")],
     ttl: Annotated[int, typer.Option("--ttl", min=1, help="Lifetime in seconds.")] = 3600,
+    visa: Annotated[
+        list[str] | None,
+        typer.Option("--visa", help="A visa (from `fedflow token visa`) to carry; repeatable."),
+    ] = None,
 ) -> None:
-    """Sign a researcher token and print it."""
+    """Sign a researcher token (with GA4GH Passport visas, if given) and print it."""
     try:
         signing_key = IssuerKey.load(key, issuer)
     except GovernanceError as exc:
@@ -64,8 +70,62 @@ def issue(
         purpose=purpose,
         audience=audience,
         ttl=timedelta(seconds=ttl),
+        visas=[v.strip() for v in visa or []],
     )
     typer.echo(token)
+
+
+@token_app.command("visa")
+def visa(
+    key: Annotated[
+        Path,
+        typer.Option("--key", help="The visa issuer's private key.", exists=True, dir_okay=False),
+    ],
+    issuer: _ISSUER,
+    researcher: Annotated[str, typer.Option("--researcher", help="Who (the visa's sub).")],
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--type",
+            help="ControlledAccessGrants, AcceptedTermsAndPolicies, ResearcherStatus, ...",
+        ),
+    ],
+    value: Annotated[str, typer.Option("--value", help="Dataset URL/id, terms URL, status.")],
+    source: Annotated[
+        str | None, typer.Option("--source", help="Who made the assertion (default: issuer).")
+    ] = None,
+    by: Annotated[str, typer.Option("--by", help="dac, so, system, peer or self.")] = "dac",
+    asserted_days_ago: Annotated[
+        int, typer.Option("--asserted-days-ago", min=0, help="When it was asserted.")
+    ] = 0,
+    ttl_days: Annotated[int, typer.Option("--ttl-days", min=1, help="Lifetime in days.")] = 365,
+) -> None:
+    """Sign a GA4GH Passport v1.2 visa and print it (give it to `token issue --visa`)."""
+    if kind not in VISA_TYPES or by not in VISA_BY:
+        typer.echo(
+            f"error: --type must be one of {sorted(VISA_TYPES)}, --by one of {sorted(VISA_BY)}",
+            err=True,
+        )
+        raise typer.Exit(2)
+    try:
+        signing_key = IssuerKey.load(key, issuer)
+    except GovernanceError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    now = datetime.now(UTC)
+    typer.echo(
+        issue_visa(
+            signing_key,
+            researcher=researcher,
+            type=kind,
+            value=value,
+            source=source or issuer,
+            by=by,
+            asserted=now - timedelta(days=asserted_days_ago),
+            ttl=timedelta(days=ttl_days),
+            now=now,
+        )
+    )
 
 
 @token_app.command("inspect")
@@ -90,4 +150,6 @@ def inspect(
         raise typer.Exit(2) from None
     claims = asdict(identity)
     claims["expires_at"] = identity.expires_at.isoformat()
+    # The visas are verified by each site against its own trusted visa issuers: count them.
+    claims["passport"] = len(identity.passport)
     typer.echo(json.dumps(claims, indent=2))

@@ -69,3 +69,29 @@ def test_a_bad_key_file_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "cannot read issuer key" in result.stderr
+
+
+def test_mint_a_visa_and_carry_it_in_a_token(tmp_path: Path) -> None:
+    from governance.identity import TrustedIssuer, verify_token
+    from governance.passport import PassportPolicy, VisaIssuer, verify_passport
+
+    private, public = _keys(tmp_path)
+    dac_private, dac_public = _keys(tmp_path, "dac")
+    args = ["visa", "--key", str(dac_private), "--issuer", ISSUER, "--researcher", "alice"]
+    args += ["--type", "ControlledAccessGrants", "--value", "https://dac/ds/1", "--by", "dac"]
+    result = runner.invoke(token_app, args)
+    assert result.exit_code == 0, result.output
+    visa = result.stdout.strip()
+    token = _issue(private, "--visa", visa)
+    code, out, _ = _inspect(token, public)
+    assert code == 0 and json.loads(out)["passport"] == 1
+    identity = verify_token(
+        token, trusted=[TrustedIssuer.from_file(ISSUER, public)], audience="site-eu"
+    )
+    rules = PassportPolicy(
+        visa_issuers=[VisaIssuer(issuer=ISSUER, public_key_pem=dac_public.read_text())]
+    )
+    passport = verify_passport(identity.passport, policy=rules, subject="alice")
+    assert passport.grants == {"https://dac/ds/1"} and not passport.problems
+    bad = runner.invoke(token_app, [*args[:-4], "--type", "Nonsense", "--value", "x"])
+    assert bad.exit_code == 2 and "--type must be one of" in bad.stderr
