@@ -74,18 +74,25 @@ def column_kind(name: str) -> str:
 
 
 def finest_date(values: Iterable[Any]) -> str:
-    """``day`` if a value is a date other than a year's first or last day (or a timestamp),
-    ``year`` if every date is one of those, ``none`` without dates."""
+    """``day`` if a value (searched through nested mappings and lists) is a timestamp or a
+    date other than a year's first or last day, ``year`` if every date is one of those,
+    ``none`` without dates."""
     finest = "none"
     for value in values:
-        items = value if isinstance(value, list | tuple | set) else [value]
-        for item in items:
-            if isinstance(item, dt.datetime):
-                return "day"
-            if isinstance(item, dt.date):
-                if (item.month, item.day) not in {(1, 1), (12, 31)}:
-                    return "day"
-                finest = "year"
+        if isinstance(value, dict):
+            inner = finest_date(value.values())
+        elif isinstance(value, list | tuple | set):
+            inner = finest_date(value)
+        elif isinstance(value, dt.datetime):
+            inner = "day"
+        elif isinstance(value, dt.date):
+            inner = "year" if (value.month, value.day) in {(1, 1), (12, 31)} else "day"
+        else:
+            inner = "none"
+        if inner == "day":
+            return "day"
+        if inner == "year":
+            finest = "year"
     return finest
 
 

@@ -29,6 +29,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from fedflow.core.controls import Control
 from governance.errors import IssuerKeyInvalid, TokenRejected
 
 __all__ = [
@@ -40,6 +41,38 @@ __all__ = [
     "issue_token",
     "verify_token",
 ]
+
+__controls__ = (
+    Control(
+        "HIPAA 164.312(d)",
+        "Every request carries an EdDSA token signed by an issuer the site trusts; the signature, "
+        "issuer, audience and expiry are verified before anything else, and only EdDSA is "
+        "accepted (no alg none, no HMAC with the public key).",
+        tests=(
+            "tests/governance/test_identity.py::"
+            "test_a_token_forged_with_another_key_under_the_same_issuer_name",
+            "tests/governance/test_identity.py::"
+            "test_hs256_signed_with_the_public_pem_as_secret_is_refused",
+            "tests/executors/test_node.py::test_bad_tokens_are_refused_and_audited",
+        ),
+    ),
+    Control(
+        "HIPAA 164.312(a)(2)(i)",
+        "Each token names one researcher (sub) and has its own id (jti); decisions and audit "
+        "entries record the researcher.",
+        tests=("tests/governance/test_identity.py::test_tokens_get_distinct_ids",),
+    ),
+    Control(
+        "ISO 27001 A.8.5",
+        "Short-lived signed tokens (Ed25519) verified against pinned issuer keys; a trusted "
+        "issuer's key cannot sign for another issuer.",
+        tests=(
+            "tests/governance/test_identity.py::"
+            "test_the_key_of_one_trusted_issuer_cannot_sign_for_another",
+            "tests/governance/test_identity.py::test_expiry_and_not_before_with_leeway",
+        ),
+    ),
+)
 
 ALGORITHM = "EdDSA"
 PASSPORT_CLAIM = "ga4gh_passport_v1"

@@ -39,6 +39,7 @@ from typing import Any, Final
 import jwt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from fedflow.core.controls import Control
 from governance.errors import IssuerKeyInvalid
 from governance.identity import ALGORITHM, IssuerKey, TrustedIssuer
 
@@ -56,6 +57,28 @@ __all__ = [
     "issue_visa",
     "verify_passport",
 ]
+
+__controls__ = (
+    Control(
+        "ISO 27001 A.5.15",
+        "Controlled datasets open only to researchers holding a GA4GH ControlledAccessGrants visa "
+        "signed by a visa issuer the site trusts; a forged, untrusted or expired visa refuses the "
+        "request and is audited by position and type only.",
+        tests=(
+            "tests/governance/test_passport.py::test_a_forged_or_stale_visa_refuses_the_request",
+            "tests/governance/test_passport_site.py::"
+            "test_a_refused_visa_or_purpose_is_refused_and_audited",
+        ),
+    ),
+    Control(
+        "GDPR Art. 9",
+        "Health data are used only for purposes within the dataset's consent (DUO codes with the "
+        "DUO hierarchy).",
+        tests=(
+            "tests/governance/test_passport.py::test_the_purpose_must_be_within_the_datasets_consent",
+        ),
+    ),
+)
 
 CONTROLLED_ACCESS_GRANTS: Final = "ControlledAccessGrants"
 TERMS_AND_POLICIES: Final = "AcceptedTermsAndPolicies"

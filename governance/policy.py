@@ -68,6 +68,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from fedflow.core import Analysis, TableColumns, digest_json
 from fedflow.core.analysis import Params
 from fedflow.core.configfile import describe_problems, read_yaml_mapping
+from fedflow.core.controls import Control
 from fedflow.core.messages import Decision, Request, Verdict
 from governance import duo, presets
 from governance.cedar import CedarEngine, PolicyBlock
@@ -81,6 +82,28 @@ from governance.resolution import BeaconPolicy, SurvivalPolicy
 from governance.review import ReviewPolicy
 
 __all__ = ["AccessRule", "AnalysisRule", "DatasetRule", "SitePolicy"]
+
+__controls__ = (
+    Control(
+        "NIST AC-3",
+        "Every request is decided by Cedar over the policies compiled from the site's YAML, its "
+        "jurisdiction preset and the custodian's own Cedar, validated against a schema when the "
+        "site starts; each decision names the policies that decided it and is audited.",
+        tests=(
+            "tests/governance/test_cedar.py::test_a_custodian_forbid_refuses_with_its_id_and_reason",
+            "tests/governance/test_cedar.py::test_a_site_with_an_invalid_policy_refuses_to_start",
+            "tests/governance/test_cedar.py::test_an_evaluation_error_denies_instead_of_failing_open",
+        ),
+    ),
+    Control(
+        "HIPAA 164.312(a)(1)",
+        "Access to a dataset's tables and columns is granted only by the site's policy, decided "
+        "by Cedar per column; Cedar denies by default.",
+        tests=(
+            "tests/governance/test_cedar.py::test_a_column_outside_the_yaml_is_refused_by_default",
+        ),
+    ),
+)
 
 P = TypeVar("P", bound=Params)
 

@@ -13,12 +13,40 @@ from pathlib import Path
 from typing import Any, Final
 
 from fedflow.core.configfile import read_yaml_mapping
+from fedflow.core.controls import Control
 from fedflow.core.errors import FedflowError
 
 __all__ = ["PRESETS", "apply", "load"]
 
 FOLDER: Final = Path(__file__).parent
 PRESETS: Final = ("gdpr", "hipaa", "uk-five-safes")
+
+__controls__ = (
+    Control(
+        "GDPR Art. 5(1)(b)",
+        "The gdpr preset refuses a purpose the dataset does not declare (Cedar policy "
+        "gdpr.purpose_limitation).",
+        tests=("tests/governance/test_presets.py::test_gdpr_purpose_limitation",),
+    ),
+    Control(
+        "GDPR Art. 44-49",
+        "Results are released only to the destinations (token audiences) the site lists; the gdpr "
+        "preset lists none by default.",
+        tests=(
+            "tests/governance/test_presets.py::test_gdpr_releases_only_to_allowed_destinations",
+        ),
+    ),
+    Control(
+        "ISO 27001 A.5.34",
+        "The hipaa preset applies Safe Harbor before anything runs: no date finer than a year, "
+        "ages over 89 as one category, no ZIP or finer geography; CMS threshold 11.",
+        tests=(
+            "tests/governance/test_presets.py::test_hipaa_safe_harbor_dates_in_columns",
+            "tests/governance/test_presets.py::test_hipaa_zip3_rule",
+            "tests/governance/test_presets.py::test_hipaa_date_parameters_and_ages_over_89",
+        ),
+    ),
+)
 
 
 def load(name: str, *, error: type[FedflowError]) -> dict[str, Any]:

@@ -219,4 +219,5 @@ def test_column_kinds_and_date_resolution() -> None:
 
     assert finest_date([date(2010, 1, 1), [date(2012, 12, 31)], 5]) == "year"
     assert finest_date([date(2010, 3, 15)]) == "day" and finest_date([None]) == "none"
+    assert finest_date([{"entry": {"window": [date(2011, 1, 1), date(2011, 6, 30)]}}]) == "day"
     assert "entity Column in [Table]" in SCHEMA
