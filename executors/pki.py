@@ -40,6 +40,14 @@ __controls__ = (
         ),
     ),
     Control(
+        "GDPR Art. 5(1)(f)",
+        "Data stays at its site; what leaves travels only over mutual TLS to a pinned peer.",
+        tests=(
+            "tests/executors/test_service.py::test_a_client_without_a_trusted_certificate_fails_the_handshake",
+            "tests/executors/test_service.py::test_what_leaves_a_site_holds_no_person_ids_or_birth_dates",
+        ),
+    ),
+    Control(
         "NIST SC-8",
         "Mutual TLS between orchestrator and sites.",
         tests=(
