@@ -11,6 +11,8 @@ whose value is missing do not contribute. The site keeps each cell's largest con
 for its airlock's dominance rules (:mod:`governance.airlock.magnitude`); they never leave it.
 With ``clamp`` each person's contribution to a cell is limited to ``[lower, upper]`` first
 (what a site applying differential privacy to sums requires, see ``docs/privacy.md``).
+The contributing persons form a cohort (:class:`~fedflow.core.CountsCohort`), so the site's
+differencing defence compares them with the cohorts it released before.
 
 Run it on the Eunomia data::
 
@@ -24,9 +26,10 @@ from typing import Literal
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
-from fedflow.core import Analysis, OutputKind, Params, TableColumns, magnitude
+from fedflow.core import Analysis, CountsCohort, OutputKind, Params, TableColumns, magnitude
 from flows.analyses.characterization import GENDERS
 from flows.analyses.cohort import DOMAINS
 
@@ -54,7 +57,7 @@ class MagnitudeTableParams(Params):
         return self
 
 
-class MagnitudeTable(Analysis[MagnitudeTableParams]):
+class MagnitudeTable(Analysis[MagnitudeTableParams], CountsCohort):
     """Persons and the sum of a quantity by age band at index x gender (with all margins)."""
 
     name = "magnitude_table"
@@ -73,8 +76,15 @@ class MagnitudeTable(Analysis[MagnitudeTableParams]):
         return declared
 
     def local(self, tables: Mapping[str, pa.Table], params: MagnitudeTableParams) -> pa.Table:
+        return self.local_members(tables, params)[0]
+
+    def local_members(
+        self, tables: Mapping[str, pa.Table], params: MagnitudeTableParams
+    ) -> tuple[pa.Table, pa.Array]:
+        """The partial and the ids of the contributing persons (for the differencing defence)."""
         units = self.units(tables, params).to_arrow()
-        return magnitude.cube(units, ["age_band", "gender"], "value")
+        partial = magnitude.cube(units, ["age_band", "gender"], "value")
+        return partial, pc.cast(units["person_id"], pa.int64()).combine_chunks()
 
     @staticmethod
     def units(tables: Mapping[str, pa.Table], params: MagnitudeTableParams) -> pl.DataFrame:

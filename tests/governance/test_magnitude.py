@@ -145,6 +145,8 @@ def test_the_analysis_on_eunomia_releases_days_supply_without_dominant_persons(e
     partial = analysis.local(data, params)
     units = analysis.units(data, params)
     total = next(r for r in partial.to_pylist() if r["age_band"] == r["gender"] == "*")
+    same, members = analysis.local_members(data, params)  # the cohort the site compares
+    assert same.equals(partial) and sorted(members.to_pylist()) == sorted(units["person_id"])
     assert total["persons"] == units.height and total["sum"] == pytest.approx(units["value"].sum())
     result = check(OutputKind.MAGNITUDE, partial, threshold=10)
     assert result.outcome is Outcome.SUPPRESSED
