@@ -187,7 +187,7 @@ def _dataset(
     seen: set[str],
 ) -> Check:
     name = facts.dataset
-    if not use.allowed and not _forbids(engine, use):
+    if not use.allowed and not use.errors and not _forbids(engine, use):
         return False, f"dataset {name!r} is not open to federated analysis", ()
     problems: list[str] = []
     deciding: list[str] = []
@@ -206,7 +206,7 @@ def _dataset(
         forbids = _forbids(engine, answer)
         for i in forbids:
             by_forbid.setdefault(i, []).append(f"{table}.{column}")
-        if not answer.allowed and not forbids:
+        if not answer.allowed and not forbids and not answer.errors:
             listed = rule is not None and table in rule.tables
             unlisted.add(f"{table}.{column}" if listed else f"table {table}")
     if unlisted:
@@ -215,7 +215,7 @@ def _dataset(
         problems.append(_because(engine, i, ", ".join(sorted(by_forbid[i]))))
         deciding.append(i)
     if problems or not use.allowed or not all(a.allowed for _, a in reads):
-        return False, "; ".join(problems), tuple(deciding)
+        return False, "; ".join(p for p in problems if p), tuple(dict.fromkeys(deciding))
     ids = dict.fromkeys(use.policies + tuple(i for _, a in reads for i in a.policies))
     tables = ", ".join(sorted(facts.tables))
     return True, f"columns of {tables} in dataset {name!r} are allowed", tuple(ids)

@@ -59,7 +59,6 @@ Example::
 from __future__ import annotations
 
 from datetime import datetime
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -106,6 +105,8 @@ __controls__ = (
 )
 
 P = TypeVar("P", bound=Params)
+_ENGINES: dict[str, CedarEngine] = {}
+"""Compiled engines by policy digest (a site loads one policy; tests load many)."""
 
 
 class _Rule(BaseModel):
@@ -204,17 +205,26 @@ class SitePolicy(_Rule):
             raise PolicyInvalid(f"{source}: {exc.message}") from None
         return policy
 
-    @cached_property
+    @property
     def engine(self) -> CedarEngine:
-        """The policy's Cedar policies, compiled and validated against the schema."""
-        blocks = [compile_rules(self.access, self.analyses, self.datasets)]
-        if self.jurisdiction_rules:
-            blocks.append(PolicyBlock(f"jurisdiction {self.jurisdiction}", self.jurisdiction_rules))
-        if self.cedar:
-            blocks.append(PolicyBlock("cedar", self.cedar))
-        return CedarEngine(blocks, disabled=self.disabled_rules)
+        """The policy's Cedar policies, compiled and validated against the schema (kept per
+        policy digest, so a copy with other content never reuses a stale engine)."""
+        digest = self.digest
+        engine = _ENGINES.get(digest)
+        if engine is None:
+            blocks = [compile_rules(self.access, self.analyses, self.datasets)]
+            if self.jurisdiction_rules:
+                name = f"jurisdiction {self.jurisdiction}"
+                blocks.append(PolicyBlock(name, self.jurisdiction_rules))
+            if self.cedar:
+                blocks.append(PolicyBlock("cedar", self.cedar))
+            engine = CedarEngine(blocks, disabled=self.disabled_rules)
+            if len(_ENGINES) >= 64:
+                _ENGINES.pop(next(iter(_ENGINES)))
+            _ENGINES[digest] = engine
+        return engine
 
-    @cached_property
+    @property
     def digest(self) -> str:
         """The policy's identity: the digest of its validated content."""
         return digest_json(self.model_dump(mode="json"))
