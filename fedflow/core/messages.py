@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fedflow.core.analysis import AnalysisRef
 from fedflow.core.arrowio import from_ipc
@@ -23,6 +23,8 @@ __all__ = [
     "Decision",
     "JobState",
     "JobStatus",
+    "MaskMember",
+    "MaskSpec",
     "Receipt",
     "Release",
     "ReleaseOutcome",
@@ -42,8 +44,45 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+class MaskMember(_Message):
+    """A site of a mask group and its key-agreement public key (raw X25519, base64)."""
+
+    site: str = Field(min_length=1, max_length=200)
+    public_key: str = Field(min_length=44, max_length=44)
+
+
+class MaskSpec(_Message):
+    """Secure aggregation of one step (see :mod:`fedflow.core.secagg`).
+
+    ``group`` names every site whose masked partial the orchestrator will sum (sorted by site,
+    at least two); each site derives pairwise masks with exactly these peers. For a frequency
+    table, ``cells`` fixes the key set before anything is masked: the levels of each dimension
+    (the table is every combination of levels and margins); ``{}`` is a table without
+    dimension (one count). The orchestrator sets it; the site refuses a table with a non-zero
+    cell outside it, rather than drop a count.
+    """
+
+    group: tuple[MaskMember, ...] = Field(min_length=2, max_length=1000)
+    cells: dict[str, tuple[str, ...]] | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MaskSpec:
+        sites = [m.site for m in self.group]
+        if sites != sorted(set(sites)):
+            raise ValueError("a mask group lists distinct sites in sorted order")
+        return self
+
+    @property
+    def sites(self) -> list[str]:
+        return [m.site for m in self.group]
+
+
 class Request(_Message):
-    """One federated step as a site sees it: what to run, on what, for whom."""
+    """One federated step as a site sees it: what to run, on what, for whom.
+
+    ``secure``: when set, the site masks its additive partial for secure aggregation with the
+    named group (:mod:`fedflow.core.secagg`); the orchestrator then learns only the sum.
+    """
 
     request_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     analysis: AnalysisRef
@@ -52,6 +91,7 @@ class Request(_Message):
     token: str = Field(repr=False)
     nonce: str = Field(default_factory=lambda: secrets.token_hex(16))
     created_at: datetime = Field(default_factory=_now)
+    secure: MaskSpec | None = None
 
     def digest(self) -> str:
         """Digest of the whole request (the token included), as signed into receipts."""
@@ -168,3 +208,6 @@ class SiteInfo(_Message):
     audit_head: tuple[int, str]
     receipt_key: str | None = None
     """The site's receipt-signing public key (PEM); orchestrators pin it from their profile."""
+    agreement_key: str | None = None
+    """The site's long-lived X25519 key-agreement public key (raw, base64), for the pairwise
+    masks of secure aggregation."""
