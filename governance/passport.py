@@ -24,6 +24,11 @@ fails refuses the whole request (a forged visa is an attack, not a missing permi
 reason names the visa by position and type only (``visa 2 (ControlledAccessGrants) rejected:
 bad_signature``), never its other contents.
 
+A site whose policy trusts no visa issuer does not use visas: it leaves them out unexamined.
+With ``untrusted_visas: ignore``, a visa from an issuer the site does not list is left out
+instead of refusing the request (a federation's tokens may carry visas meant for other
+sites); every other failure still refuses.
+
 A visa with ``conditions`` is verified but not honoured: this site does not evaluate visa
 conditions, and v1.2 says a visa whose conditions are not understood must not be used.
 """
@@ -34,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import jwt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -140,6 +145,9 @@ class PassportPolicy(BaseModel):
     """Visas asserted longer ago than this are refused (None: only ``exp`` counts)."""
     grant_by: list[str] = Field(default_factory=lambda: ["dac", "so", "system"], min_length=1)
     """Who may assert a ControlledAccessGrants visa this site honours."""
+    untrusted_visas: Literal["refuse", "ignore"] = "refuse"
+    """``refuse``: a visa from an issuer not listed here refuses the request; ``ignore``: it is
+    left out (for federations whose tokens carry visas meant for other sites)."""
     leeway_seconds: int = Field(default=30, ge=0, le=3600)
 
     @field_validator("grant_by")
@@ -197,6 +205,10 @@ class VisaProblem:
     def message(self) -> str:
         return f"visa {self.index} ({self.type}) rejected: {self.reason}"
 
+    @property
+    def ignored_message(self) -> str:
+        return f"visa {self.index} ({self.type}) ignored: {self.reason}"
+
 
 @dataclass(frozen=True)
 class Passport:
@@ -204,6 +216,9 @@ class Passport:
 
     visas: tuple[Visa, ...] = ()
     problems: tuple[VisaProblem, ...] = ()
+    ignored: tuple[VisaProblem, ...] = ()
+    """Visas left out: from untrusted issuers under ``untrusted_visas: ignore``, or all of
+    them at a site that trusts no visa issuer (it does not use visas)."""
     grant_by: frozenset[str] = field(default_factory=lambda: frozenset({"dac", "so", "system"}))
 
     def _usable(self, kind: str) -> list[Visa]:
@@ -274,15 +289,24 @@ def verify_passport(
 ) -> Passport:
     """Verify every visa of a token whose researcher is ``subject``."""
     moment = now or datetime.now(UTC)
+    by = frozenset(policy.grant_by)
+    if not policy.visa_issuers:
+        skipped = tuple(
+            VisaProblem(i, "unknown", "no_visa_issuers") for i in range(1, len(visas) + 1)
+        )
+        return Passport(ignored=skipped, grant_by=by)
     good: list[Visa] = []
     problems: list[VisaProblem] = []
+    ignored: list[VisaProblem] = []
     for index, token in enumerate(visas, start=1):
         result = _verify_one(index, token, policy, subject, moment)
-        if isinstance(result, VisaProblem):
-            problems.append(result)
-        else:
+        if isinstance(result, Visa):
             good.append(result)
-    return Passport(tuple(good), tuple(problems), frozenset(policy.grant_by))
+        elif result.reason == "untrusted_issuer" and policy.untrusted_visas == "ignore":
+            ignored.append(result)
+        else:
+            problems.append(result)
+    return Passport(tuple(good), tuple(problems), tuple(ignored), by)
 
 
 def _verify_one(

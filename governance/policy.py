@@ -251,6 +251,13 @@ class SitePolicy(_Rule):
             identity.passport, policy=self.passport, subject=identity.researcher, now=now
         )
         checks: list[Check] = [(False, p.message, ("passport",)) for p in passport.problems]
+        if passport.ignored and not self.passport.visa_issuers:
+            why = f"{len(passport.ignored)} visa(s) not examined: this site trusts no visa issuer"
+            checks.append((True, why, ()))
+        else:
+            checks += [
+                (True, p.ignored_message, ("passport.untrusted_visas",)) for p in passport.ignored
+            ]
         if passport.visas and not passport.problems:
             kinds = ", ".join(sorted({v.type for v in passport.visas}))
             why = f"{len(passport.visas)} visa(s) verified ({kinds})"

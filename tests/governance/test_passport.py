@@ -238,3 +238,29 @@ def test_policy_rejects_bad_passport_sections(tmp_path: Path) -> None:
             {"passport": {"visa_issuers": [{"issuer": DAC, "public_key": "rsa.pem"}]}},
             base=tmp_path,
         )
+
+
+def test_untrusted_visas_can_be_ignored_but_forged_ones_never(
+    policy: SitePolicy, dac: IssuerKey
+) -> None:
+    lenient = policy.model_copy(
+        update={"passport": policy.passport.model_copy(update={"untrusted_visas": "ignore"})}
+    )
+    rogue = _visa(IssuerKey.generate("https://other-dac.example"))
+    allowed = decide(lenient, _identity([rogue, *_good(dac)]))
+    assert allowed.verdict is Verdict.ALLOW, allowed.reasons
+    assert "visa 1 (ControlledAccessGrants) ignored: untrusted_issuer" in allowed.reasons
+    forged = decide(lenient, _identity([_visa(IssuerKey.generate(DAC)), *_good(dac)]))
+    assert forged.reasons[0] == "visa 1 (ControlledAccessGrants) rejected: bad_signature"
+
+
+def test_a_site_without_visa_issuers_does_not_examine_visas(dac: IssuerKey) -> None:
+    plain = SitePolicy.parse(
+        {
+            "analyses": [{"name": "cohort_count"}],
+            "datasets": {"omop": {"tables": {"person": "*", "condition_occurrence": "*"}}},
+        }
+    )
+    decision = decide(plain, _identity(["not.a.visa", *_good(dac)]))
+    assert decision.verdict is Verdict.ALLOW
+    assert "3 visa(s) not examined: this site trusts no visa issuer" in decision.reasons
