@@ -38,9 +38,10 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any, Literal
 
-import opendp.prelude as dp
 import polars as pl
 import pyarrow as pa
+from opendp import combinators, domains, measurements, metrics
+from opendp.mod import Measurement, binary_search_param, enable_features
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fedflow.core import OutputKind, frequency, magnitude
@@ -49,7 +50,7 @@ from governance.airlock.result import refused
 
 __all__ = ["PrivacyLedger", "PrivacyPolicy", "Spent", "noise_measurement", "privatize"]
 
-dp.enable_features("contrib")
+enable_features("contrib")
 
 _NOISED = (OutputKind.FREQUENCY, OutputKind.MAGNITUDE)
 
@@ -162,28 +163,28 @@ class PrivacyLedger:
 
 def noise_measurement(
     mechanism: str, *, integer: bool, l1: float, l2: float, epsilon: float, delta: float
-) -> dp.Measurement:
+) -> Measurement:
     """OpenDP's measurement adding ``mechanism`` noise to a vector at exactly ``epsilon``.
 
     ``l1`` / ``l2`` bound how much one person changes the vector (L1 for Laplace, L2 for
     Gaussian); integer vectors get OpenDP's discrete Laplace or discrete Gaussian noise.
     """
-    atom = dp.atom_domain(T=int) if integer else dp.atom_domain(T=float, nan=False)
-    domain = dp.vector_domain(atom)
+    atom = domains.atom_domain(T=int) if integer else domains.atom_domain(T=float, nan=False)
+    domain = domains.vector_domain(atom)
     if mechanism == "laplace":
-        metric = dp.l1_distance(T=int if integer else float)
+        metric = metrics.l1_distance(T=int if integer else float)
         d_in: Any = int(l1) if integer else float(l1)
-        scale = dp.binary_search_param(
-            lambda s: dp.m.make_laplace(domain, metric, scale=s), d_in=d_in, d_out=epsilon
+        scale = binary_search_param(
+            lambda s: measurements.make_laplace(domain, metric, scale=s), d_in=d_in, d_out=epsilon
         )
-        return dp.m.make_laplace(domain, metric, scale=scale)
+        return measurements.make_laplace(domain, metric, scale=scale)
 
-    def gaussian(s: float) -> dp.Measurement:
-        zcdp = dp.m.make_gaussian(domain, dp.l2_distance(T=float), scale=s)
-        return dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(zcdp), delta)
+    def gaussian(s: float) -> Measurement:
+        zcdp = measurements.make_gaussian(domain, metrics.l2_distance(T=float), scale=s)
+        return combinators.make_fix_delta(combinators.make_zCDP_to_approxDP(zcdp), delta)
 
     classic = l2 * math.sqrt(2 * math.log(1.25 / delta)) / epsilon  # keeps the search finite
-    scale = dp.binary_search_param(
+    scale = binary_search_param(
         gaussian, d_in=float(l2), d_out=(epsilon, delta), bounds=(classic / 20, classic * 2)
     )
     return gaussian(scale)
