@@ -28,6 +28,9 @@ Example::
       min_interval_days: 30
     beacon:                     # pre-gate: Beacon v2 granularity, boolean or count (default)
       granularity: boolean      # a count query is answered at boolean granularity
+    privacy:                    # airlock: OpenDP noise and a budget (default off)
+      enabled: true
+      epsilon: 1.0              # per (project, dataset); query_epsilon 0.1 per release
     analyses:
       - name: cohort_count
         versions: ["1.0"]
@@ -77,6 +80,7 @@ from governance.differencing import DifferencingPolicy
 from governance.errors import PolicyInvalid
 from governance.identity import Identity
 from governance.passport import PassportPolicy, verify_passport
+from governance.privacy import PrivacyPolicy
 from governance.resolution import BeaconPolicy, SurvivalPolicy
 from governance.review import ReviewPolicy
 
@@ -165,6 +169,7 @@ class SitePolicy(_Rule):
     review: ReviewPolicy = Field(default_factory=ReviewPolicy)
     survival: SurvivalPolicy = Field(default_factory=SurvivalPolicy)
     beacon: BeaconPolicy = Field(default_factory=BeaconPolicy)
+    privacy: PrivacyPolicy = Field(default_factory=PrivacyPolicy)
     analyses: list[AnalysisRule] = Field(default_factory=list)
     datasets: dict[str, DatasetRule] = Field(default_factory=dict)
     access: AccessRule = Field(default_factory=AccessRule)
