@@ -144,6 +144,7 @@ class SiteNode:
             scheduler=self.cluster.address,
             audit_head=self.audit.head(),
             receipt_key=self.receipt_key.public_pem.decode(),
+            agreement_key=self.desk.agreement_key.public_text,
         )
 
     def checkpoint(self, nonce: str | None = None) -> Checkpoint:

@@ -10,6 +10,13 @@ filed in the site's review queue instead, and every release call answers ``revie
 signed) until the custodian decides: then the table exactly as reviewed, or a refusal with the
 reviewer's reason. Each decision is audited; the receipt signs the digests of the request, the
 decision, the policy, the dataset snapshot, the code and the result.
+
+When the request names a mask group (secure aggregation, :mod:`fedflow.core.secagg`), the
+partial is masked last, after every check and decision, and the result digest (audited and
+signed) is the masked payload's. A frequency table then gets only the airlock's structural
+checks here: its small cells are not suppressed at the site, because the orchestrator sees
+only the group's sum and suppresses the merged totals at the federation's threshold (the
+largest ``min_cell_count`` of the group, which each site states in its masked release).
 """
 
 from __future__ import annotations
@@ -21,10 +28,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from executors.agreement import AgreementKey, secure_refusal
 from executors.quarantine import Job, Quarantine
 from fedflow.core import to_ipc
+from fedflow.core.analysis import OutputKind
 from fedflow.core.digest import digest_bytes
 from fedflow.core.messages import JobState, Release, ReleaseOutcome
+from fedflow.core.secagg import SecureAggregationError, SecureAggregationPolicy
 from governance.airlock import AirlockResult, Outcome
 from governance.airlock import check as airlock_check
 from governance.differencing import DifferencingLedger, total_released
@@ -50,11 +60,15 @@ class ReleaseDesk:
         receipt_key: ReceiptKey,
         state_dir: Path,
         audit: Audit,
+        agreement_key: AgreementKey | None = None,
     ) -> None:
         self.name = site
         self.policy = policy
         self.quarantine = quarantine
         self.receipt_key = receipt_key
+        self.agreement_key = agreement_key or AgreementKey.load_or_create(
+            state_dir / "agreement.key.pem"
+        )
         self.differencing = DifferencingLedger(state_dir / "differencing.db")
         self.reviews = ReviewQueue(state_dir / "review.db")
         self._review_lock = threading.Lock()
@@ -84,11 +98,15 @@ class ReleaseDesk:
         held = self.reviews.get(job_id)
         review: dict[str, Any] = {}
         if held is None:
-            result = self._differencing(job) or airlock_check(
-                job.output,
-                job.partial,
-                threshold=self.policy.min_cell_count,
-                release_extremes=self.policy.release_extremes,
+            result = (
+                self._differencing(job)
+                or self._secure_refusal(job)
+                or airlock_check(
+                    job.output,
+                    job.partial,
+                    threshold=self._site_threshold(job),
+                    release_extremes=self.policy.release_extremes,
+                )
             )
             if result.outcome is not Outcome.REFUSED and self.policy.review.applies(
                 job.analysis.name, job.output
@@ -99,6 +117,7 @@ class ReleaseDesk:
         else:
             result = self._reviewed(job, held)
             review = {"review": held.decision()}
+        result, secure = self._masked(job, result)
         payload = None if result.table is None else to_ipc(result.table)
         digests = self._digests(job, payload)
         if held is not None and held.state is not ReviewState.PENDING:
@@ -138,8 +157,56 @@ class ReleaseDesk:
             receipt={"key_id": release.receipt.key_id, "issued_at": issued},
             **cohort,
             **review,
+            **secure,
         )
         return release
+
+    def _secure_policy(self) -> SecureAggregationPolicy:
+        found = getattr(self.policy, "secure_aggregation", None)
+        return found if isinstance(found, SecureAggregationPolicy) else SecureAggregationPolicy()
+
+    def _site_threshold(self, job: Job) -> int:
+        """The airlock's threshold here: 1 (structure only) for a frequency table summed
+        securely, whose merged totals the orchestrator suppresses; else the site's own."""
+        if job.request.secure is not None and job.output is OutputKind.FREQUENCY:
+            return 1
+        return self.policy.min_cell_count
+
+    def _secure_refusal(self, job: Job) -> AirlockResult | None:
+        reason = secure_refusal(
+            job.request,
+            job.output,
+            site=self.name,
+            key=self.agreement_key,
+            policy=self._secure_policy(),
+        )
+        return None if reason is None else AirlockResult(Outcome.REFUSED, None, 0, (reason,))
+
+    def _masked(self, job: Job, result: AirlockResult) -> tuple[AirlockResult, dict[str, Any]]:
+        """``result`` with its table masked for the request's group (and what to audit)."""
+        spec = job.request.secure
+        if spec is None or result.table is None:
+            return result, {}
+        try:
+            table = self.agreement_key.mask(
+                result.table,
+                job.output,
+                site=self.name,
+                request=job.request,
+                threshold=self.policy.min_cell_count,
+            )
+        except SecureAggregationError as exc:
+            return AirlockResult(Outcome.REFUSED, None, 0, (exc.message,)), {}
+        note = (
+            f"masked for secure aggregation with {len(spec.group)} sites "
+            f"({', '.join(spec.sites)}); the orchestrator sees only their sum"
+        )
+        masked = AirlockResult(
+            result.outcome, table, result.suppressed_cells, (note, *result.reasons)
+        )
+        # Only the group is audited: a digest of the plain table would let anyone who reads the
+        # audit trail test guesses of a small count.
+        return masked, {"secure": {"group": spec.sites}}
 
     def _digests(self, job: Job, payload: bytes | None) -> dict[str, str]:
         return {
