@@ -49,6 +49,8 @@ class OutputKind(StrEnum):
     COX = "cox"
     """Risk-set sums of one Cox proportional-hazards round on a time grid; see
     :mod:`fedflow.core.cox`."""
+    GWAS = "gwas"
+    """Per-variant sufficient statistics of one GWAS round; see :mod:`fedflow.core.gwas`."""
     MAGNITUDE = "magnitude"
     """Persons and sums of a variable per cell; see :mod:`fedflow.core.magnitude`."""
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pyarrow as pa
 
-from fedflow.core import cox, frequency, regression, summary, survival
+from fedflow.core import cox, frequency, gwas, regression, summary, survival
 from fedflow.core.analysis import OutputKind
 from fedflow.core.errors import InvalidRequest
 
@@ -22,6 +22,7 @@ _VALIDATORS: dict[OutputKind, Callable[[pa.Table], None]] = {
     OutputKind.REGRESSION: regression.validate,
     OutputKind.SURVIVAL: survival.validate,
     OutputKind.COX: cox.validate,
+    OutputKind.GWAS: gwas.validate,
 }
 
 

@@ -14,6 +14,7 @@ import pyarrow as pa
 from fedflow.core.analysis import OutputKind
 from fedflow.core.controls import Control
 from governance.airlock.frequency import check_frequency
+from governance.airlock.gwas import check_gwas
 from governance.airlock.magnitude import check_magnitude
 from governance.airlock.models import check_cox, check_regression
 from governance.airlock.result import (
@@ -33,6 +34,7 @@ __all__ = [
     "check",
     "check_cox",
     "check_frequency",
+    "check_gwas",
     "check_magnitude",
     "check_regression",
     "check_summary",
@@ -99,6 +101,8 @@ def check(
         return check_survival(table, threshold=threshold)
     if kind is OutputKind.COX:
         return check_cox(table, threshold=threshold)
+    if kind is OutputKind.GWAS:
+        return check_gwas(table, threshold=threshold)
     if kind is OutputKind.MAGNITUDE:
         return check_magnitude(table, threshold=threshold)
     return refused(f"the airlock has no disclosure rules for output kind {kind.value!r}")
