@@ -18,6 +18,15 @@ Declared variables (``variables``) come from one domain table each::
 
 ``value: "any"`` is 1 when the person has at least one such record, else 0; ``"count"`` is the
 number of records. A person with a missing value in a column the model uses is left out.
+
+A plain analysis table instead (``table``): a person table of the dataset that already holds
+one row per person with the model's columns (a study's extract, a simulated table), declared
+with their kinds; it is read as it is, with only the columns the model uses::
+
+    {"table": "analysis", "columns": {"y": "float", "x1": "float", "x2": "float"}}
+
+Its columns are numbers (code a category as 0/1 indicator columns): a category's levels would
+otherwise depend on which levels each site happens to hold.
 """
 
 from __future__ import annotations
@@ -64,9 +73,23 @@ class AnalysisTable(Params):
     variables: dict[str, Variable] = Field(default_factory=dict, max_length=50)
     age_year: int = Field(default=2020, ge=1800, le=2200)
     """Age is this year minus the year of birth."""
+    table: str | None = Field(default=None, pattern=_NAME)
+    """A plain analysis table (a person table of the dataset) instead of OMOP-derived columns."""
+    columns: dict[str, Literal["float"]] = Field(default_factory=dict, max_length=500)
+    """The plain table's columns and their kinds (with ``table`` only)."""
 
     @model_validator(mode="after")
     def _names(self) -> AnalysisTable:
+        if self.table is not None:
+            if self.variables:
+                raise ValueError("a plain analysis table (table) takes no variables")
+            if not self.columns:
+                raise ValueError("a plain analysis table (table) must declare its columns")
+        elif self.columns:
+            raise ValueError("columns are declared only for a plain analysis table (table)")
+        for name in self.columns:
+            if not re.match(_NAME, name) or name == "person_id":
+                raise ValueError(f"column name {name!r} is not a lower-case identifier")
         for name in self.variables:
             if not re.match(_NAME, name):
                 raise ValueError(f"variable name {name!r} is not a lower-case identifier")
@@ -76,10 +99,14 @@ class AnalysisTable(Params):
 
     def kinds(self) -> dict[str, str]:
         """Every column this table can hold and its kind (``float`` or ``category``)."""
+        if self.table is not None:
+            return dict(self.columns)
         return {**BUILTINS, **{name: "float" for name in self.variables}}
 
     def tables(self, used: set[str]) -> dict[str, list[str]]:
         """The OMOP tables and columns needed to derive the columns in ``used``."""
+        if self.table is not None:
+            return {self.table: ["person_id", *sorted(used)]}
         declared: dict[str, list[str]] = {"person": list(_PERSON)}
         if "observation_years" in used:
             declared["observation_period"] = list(_PERIOD)
@@ -94,6 +121,14 @@ class AnalysisTable(Params):
 
 def derive(tables: Mapping[str, pa.Table], spec: AnalysisTable, used: set[str]) -> pd.DataFrame:
     """The analysis table of this partition's persons, with the columns in ``used``."""
+    if spec.table is not None:
+        plain = tables[spec.table].select(sorted(used))
+        return pd.DataFrame(
+            {
+                name: plain[name].to_numpy(zero_copy_only=False).astype(float)
+                for name in plain.column_names
+            }
+        )
     person = _frame(tables["person"])
     frame = person.select(
         "person_id",
