@@ -8,25 +8,43 @@ For an analysis that counts a cohort (:class:`~fedflow.core.CountsCohort`),
 :meth:`SiteCluster.run_with_members` also brings back the sorted person ids of the cohort the
 job counted: each partition returns its partial and its ids, the tree merges partials as usual
 and concatenates the ids. The ids stay at the site (the node keeps them in quarantine).
+
+An iterative method (the exact GLM) runs the same analysis on the same data round after round
+with new coefficients. An analysis that implements :class:`PreparedAnalysis` splits ``local``
+into ``prepare`` (read and derive the partition, build the design: the costly part) and
+``local_prepared`` (the round's arithmetic). The site's workers keep each prepared partition
+(:class:`PreparedCache`, a worker plugin) under a key made of the analysis and its code
+digest, the analysis's ``prepared_key`` (the fit id and every parameter that shapes the
+design), the dataset's snapshot digest and a fresh listing of its files (size and modification
+time, read at every job, so a changed dataset never reuses a stale design) and the partition's
+person range. Each partition goes to the same worker every round. An entry is dropped when it
+has not been used for ``prepared_ttl`` seconds, and the least recently used entries go first
+when the entries exceed ``prepared_bytes``. What is kept never leaves the site's workers; the
+gates still run on every job (the node re-checks every request before it reaches here).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import dask
 import numpy as np
 import pyarrow as pa
-from distributed import Client, Future, LocalCluster
+import pyarrow.fs as pafs
+from distributed import Client, Future, LocalCluster, WorkerPlugin, get_worker
+from tornado.ioloop import PeriodicCallback
 
 from executors.catalogue import Dataset, PersonRange
 from executors.config import DaskConfig
 from executors.storage import open_location
-from fedflow.core import Analysis, CountsCohort, TableColumns
+from fedflow.core import Analysis, CountsCohort, TableColumns, digest_json
 
-__all__ = ["SiteCluster"]
+__all__ = ["PreparedAnalysis", "PreparedCache", "SiteCluster"]
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +55,128 @@ LOOPBACK_ANY_PORT = "127.0.0.1:0"
 # clusters (the demo, the tests) two such calls can meet a garbage-collector callback and
 # deadlock the interpreter on CPython before 3.11.9 (cpython#106883): every thread then waits
 # for the GIL.
-WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
+# The other periodic callbacks of a scheduler and its workers (tick every 20 ms, system
+# monitor every 500 ms, memory monitor every 100 ms, work stealing every 100 ms) feed
+# diagnostics a site does not serve; at their defaults ten idle in-process site clusters
+# burn 27% of a core, with these intervals 5.5% (measured on 2 cores).
+WORKER_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "500ms",
+    "distributed.admin.system-monitor.interval": "5s",
+    "distributed.admin.system-monitor.disk": False,
+    "distributed.worker.memory.monitor-interval": "1s",
+    "distributed.scheduler.work-stealing-interval": "1s",
+}
+PREPARED_TTL = 120.0
+"""Seconds an unused prepared partition stays in a worker's memory."""
+PREPARED_BYTES = 4 << 30
+"""Bytes of prepared partitions one worker keeps at most (least recently used go first)."""
+
+
+@runtime_checkable
+class PreparedAnalysis(Protocol):
+    """Optional extension of the analysis contract: a partition prepared once, used each round.
+
+    ``local(tables, params)`` must equal ``local_prepared(prepare(tables, params), params)``.
+    ``prepared_key`` names what ``prepare`` depends on among the parameters (None: keep
+    nothing for these parameters); the prepared value needs an ``nbytes`` attribute.
+    """
+
+    def prepared_key(self, params: Any) -> str | None: ...
+
+    def prepare(self, tables: Mapping[str, pa.Table], params: Any) -> Any: ...
+
+    def local_prepared(self, prepared: Any, params: Any) -> pa.Table: ...
+
+
+class PreparedCache(WorkerPlugin):
+    """A worker's prepared partitions, dropped after ``ttl`` idle s and beyond ``max_bytes``."""
+
+    name = "fedflow-prepared"
+
+    def __init__(self, ttl: float = PREPARED_TTL, max_bytes: int = PREPARED_BYTES) -> None:
+        self.ttl = ttl
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, tuple[Any, int, float]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._sweeper: PeriodicCallback | None = None
+        self.hits = self.misses = self.evictions = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Only the settings travel to the workers; each builds its own entries and lock."""
+        return {"ttl": self.ttl, "max_bytes": self.max_bytes}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["ttl"], state["max_bytes"])  # type: ignore[misc]
+
+    def setup(self, worker: Any) -> None:
+        self._sweeper = PeriodicCallback(self.sweep, max(self.ttl / 4, 0.05) * 1000)
+        self._sweeper.start()
+
+    def teardown(self, worker: Any) -> None:
+        if self._sweeper is not None:
+            self._sweeper.stop()
+        with self._lock:
+            self._entries.clear()
+
+    def get(self, key: str) -> Any:
+        """The prepared value under ``key`` (now the most recently used), or None."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or time.monotonic() - entry[2] > self.ttl:
+                self.misses += 1
+                return None
+            self._entries[key] = (entry[0], entry[1], time.monotonic())
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return entry[0]
+
+    def put(self, key: str, value: Any) -> None:
+        size = int(getattr(value, "nbytes", 0))
+        with self._lock:
+            self._entries[key] = (value, size, time.monotonic())
+            self._entries.move_to_end(key)
+            while len(self._entries) > 1 and self._total() > self.max_bytes:
+                self._entries.popitem(last=False)
+                self.evictions += 1
+        self.sweep()
+
+    def sweep(self) -> None:
+        """Drop the entries not used for ``ttl`` seconds."""
+        now = time.monotonic()
+        with self._lock:
+            for key in [k for k, (_, _, used) in self._entries.items() if now - used > self.ttl]:
+                del self._entries[key]
+                self.evictions += 1
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "entries": len(self._entries),
+                "bytes": self._total(),
+                "hits": self.hits,
+                "misses": self.misses,
+                "evictions": self.evictions,
+            }
+
+    def _total(self) -> int:
+        return sum(size for _, size, _ in self._entries.values())
 
 
 class SiteCluster:
     """A Dask client to the site's LocalCluster (started here) or to an existing scheduler."""
 
-    def __init__(self, config: DaskConfig, *, name: str) -> None:
+    def __init__(
+        self,
+        config: DaskConfig,
+        *,
+        name: str,
+        prepared_ttl: float = PREPARED_TTL,
+        prepared_bytes: int = PREPARED_BYTES,
+    ) -> None:
         self.config = config
         self._cluster: LocalCluster | None = None
+        self._ranges: dict[tuple[str, str, int], list[PersonRange]] = {}
         if config.scheduler_address:
             self.client = Client(config.scheduler_address, set_as_default=False)
         else:
@@ -65,6 +196,7 @@ class SiteCluster:
                     **network,
                 )
             self.client = Client(self._cluster, set_as_default=False)
+        self.client.register_plugin(PreparedCache(prepared_ttl, prepared_bytes))
         log.info("site %s uses Dask scheduler %s", name, self.address)
 
     @property
@@ -83,6 +215,13 @@ class SiteCluster:
         tables: TableColumns,
     ) -> pa.Table:
         """Run ``analysis`` over every partition of ``dataset`` and return the merged partial."""
+        if isinstance(analysis, PreparedAnalysis):
+            key = analysis.prepared_key(params)
+            if key is not None:
+                prepared: pa.Table = self._submit_prepared(
+                    analysis, params, key, dataset, tables
+                ).result()
+                return prepared
         result: pa.Table = self._submit(
             _run_partition, _merge, analysis, params, dataset, tables
         ).result()
@@ -131,6 +270,68 @@ class SiteCluster:
             ]
         return futures[0]
 
+    def prepared_stats(self) -> dict[str, dict[str, int]]:
+        """Per worker: prepared partitions kept (entries, bytes), hits, misses and evictions."""
+        stats: dict[str, dict[str, int]] = self.client.run(_prepared_stats)
+        return stats
+
+    def _submit_prepared(
+        self,
+        analysis: Any,
+        params: Any,
+        key: str,
+        dataset: Dataset,
+        tables: TableColumns,
+    ) -> Future:
+        """Submit a prepared analysis: one task per partition, on the same worker every round."""
+        person_tables = {t: list(c) for t, c in tables.items() if dataset.is_person_table(t)}
+        shared_tables = {t: list(c) for t, c in tables.items() if t not in person_tables}
+        url = dataset.location.url
+        files = _listing(dataset)
+        workers = sorted(self.client.nthreads())
+        count = self.config.partitions or 2 * (sum(self.client.nthreads().values()) or 1)
+        ranges: list[PersonRange | None] = (
+            list(self._partitions(dataset, files, count)) if person_tables else [None]
+        )
+        base = {
+            "analysis": [analysis.name, analysis.version, analysis.ref().code_digest],
+            "params": key,
+            "dataset": [dataset.name, url, dataset.snapshot_digest, files],
+            "tables": {t: sorted(c) for t, c in tables.items()},
+        }
+        futures: list[Future] = [
+            self.client.submit(
+                _run_prepared,
+                analysis,
+                params,
+                digest_json({**base, "persons": rng}),
+                url,
+                dataset.name,
+                person_tables,
+                shared_tables,
+                rng,
+                pure=False,
+                workers=[workers[i % len(workers)]],
+                allow_other_workers=True,
+            )
+            for i, rng in enumerate(ranges)
+        ]
+        while len(futures) > 1:
+            futures = [
+                self.client.submit(_merge, analysis, *futures[i : i + MERGE_FAN_IN], pure=False)
+                for i in range(0, len(futures), MERGE_FAN_IN)
+            ]
+        return futures[0]
+
+    def _partitions(self, dataset: Dataset, files: str, count: int) -> list[PersonRange]:
+        """The dataset's person ranges, read once per listing of its files."""
+        key = (dataset.location.url, files, count)
+        if key not in self._ranges:
+            if len(self._ranges) >= 16:
+                self._ranges.clear()
+            self._ranges[key] = dataset.partitions(count)
+        return self._ranges[key]
+
     def close(self) -> None:
         self.client.close()
         if self._cluster is not None:
@@ -171,6 +372,51 @@ def _run_partition(
     shared: Mapping[str, pa.Table],
 ) -> pa.Table:
     return analysis.local(_read_partition(url, name, tables, persons, shared), params)
+
+
+def _listing(dataset: Dataset) -> str:
+    """Digest of the dataset's files by path, size and modification time (no content read)."""
+    location = dataset.location
+    selector = pafs.FileSelector(location.root, recursive=True)
+    infos = location.filesystem.get_file_info(selector)
+    return digest_json(
+        sorted((i.path, i.size, i.mtime_ns) for i in infos if i.type == pafs.FileType.File)
+    )
+
+
+def _cache() -> PreparedCache | None:
+    try:
+        plugin = get_worker().plugins.get(PreparedCache.name)
+    except ValueError:  # not on a worker
+        return None
+    return plugin if isinstance(plugin, PreparedCache) else None
+
+
+def _prepared_stats(dask_worker: Any) -> dict[str, int]:
+    plugin = dask_worker.plugins.get(PreparedCache.name)
+    return plugin.stats() if isinstance(plugin, PreparedCache) else {}
+
+
+def _run_prepared(
+    analysis: Any,
+    params: Any,
+    key: str,
+    url: str,
+    name: str,
+    tables: Mapping[str, Sequence[str]],
+    shared_tables: Mapping[str, Sequence[str]],
+    persons: PersonRange | None,
+) -> pa.Table:
+    """The partition's partial from its prepared value, prepared (and kept) on a miss."""
+    cache = _cache()
+    prepared = None if cache is None else cache.get(key)
+    if prepared is None:
+        shared = _read_shared(url, name, shared_tables)
+        prepared = analysis.prepare(_read_partition(url, name, tables, persons, shared), params)
+        if cache is not None:
+            cache.put(key, prepared)
+    result: pa.Table = analysis.local_prepared(prepared, params)
+    return result
 
 
 def _merge(analysis: Analysis[Any], *partials: pa.Table) -> pa.Table:

@@ -17,7 +17,7 @@ sites, so the merged partial is exactly the partial of the pooled data:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -25,7 +25,18 @@ import pyarrow as pa
 
 from fedflow.core.errors import InvalidRequest
 
-__all__ = ["FAMILIES", "SCHEMA", "Family", "from_arrays", "matrices", "merge", "validate"]
+__all__ = [
+    "FAMILIES",
+    "SCHEMA",
+    "Family",
+    "from_arrays",
+    "from_gram",
+    "indicator_ones",
+    "matrices",
+    "merge",
+    "validate",
+    "weighted_gram",
+]
 
 Family = Literal["gaussian", "binomial", "poisson"]
 FAMILIES: tuple[str, ...] = ("gaussian", "binomial", "poisson")
@@ -63,34 +74,83 @@ def from_arrays(
     loglik: float,
 ) -> pa.Table:
     """The partial of one round over ``n`` observations (``x`` is n by p)."""
-    p = len(columns)
-    if x.ndim != 2 or x.shape[1] != p:
+    if x.ndim != 2 or x.shape[1] != len(columns):
         raise InvalidRequest("the design matrix does not match its column names")
-    wx = x * working_weights[:, None]
-    xtwx = x.T @ wx
-    xtwz = x.T @ (working_weights * working_response)
-    ones: list[int | None] = []
-    for j in range(p):
-        column = x[:, j]
-        is_indicator = bool(np.all((column == 0) | (column == 1)))
-        ones.append(int(np.count_nonzero(column)) if is_indicator else None)
+    xtwx, xtwz = weighted_gram(x, working_weights, working_response)
+    totals = {
+        "n": int(y.size),
+        "weight_sum": float(weights.sum()),
+        "log_weight_sum": float(np.log(weights).sum()),
+        "y_sum": float(y.sum()),
+        "y_zero": int(np.count_nonzero(y == 0)),
+        "y_one": int(np.count_nonzero(y == 1)),
+    }
+    return from_gram(
+        family,
+        columns,
+        totals,
+        xtwx=xtwx,
+        xtwz=xtwz,
+        deviance=deviance,
+        loglik=loglik,
+        ones=indicator_ones(x),
+    )
+
+
+def from_gram(
+    family: str,
+    columns: Sequence[str],
+    totals: Mapping[str, float | int],
+    *,
+    xtwx: np.ndarray,
+    xtwz: np.ndarray,
+    deviance: float,
+    loglik: float,
+    ones: Sequence[int | None],
+) -> pa.Table:
+    """The partial from its parts: ``totals`` (n, weight_sum, log_weight_sum, y_sum, y_zero,
+    y_one), XᵀWX and XᵀWz (:func:`weighted_gram`) and the design's :func:`indicator_ones`."""
+    p = len(columns)
+    if xtwx.shape != (p, p) or xtwz.shape != (p,) or len(ones) != p:
+        raise InvalidRequest("the design matrix does not match its column names")
+    sums = {key: totals[key] for key in _SUMMED if key not in ("deviance", "loglik")}
     return _table(
         family,
         list(columns),
-        {
-            "n": int(y.size),
-            "weight_sum": float(weights.sum()),
-            "log_weight_sum": float(np.log(weights).sum()),
-            "y_sum": float(y.sum()),
-            "y_zero": int(np.count_nonzero(y == 0)),
-            "y_one": int(np.count_nonzero(y == 1)),
-            "deviance": float(deviance),
-            "loglik": float(loglik),
-        },
+        {**sums, "deviance": float(deviance), "loglik": float(loglik)},
         xtwx.ravel().tolist(),
         xtwz.tolist(),
-        ones,
+        list(ones),
     )
+
+
+def weighted_gram(
+    x: np.ndarray, weights: np.ndarray, response: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """XᵀWX and XᵀWz (W = diag(``weights``) ≥ 0, z = ``response``) in one BLAS call, float64.
+
+    The columns of X and z, each scaled by √w, go side by side into one n by (p + 1) array A;
+    AᵀA (a symmetric rank-k update, which numpy hands to BLAS ``syrk``) holds XᵀWX in its
+    upper-left block and XᵀWz in its last column. One pass over the rows instead of a matrix
+    product and a matrix-vector product, and half the multiplications of XᵀWX as a general one.
+    """
+    n, p = x.shape
+    root = np.sqrt(weights, dtype=np.float64)
+    scaled = np.empty((n, p + 1), dtype=np.float64, order="F")
+    np.multiply(x, root[:, None], out=scaled[:, :p])
+    np.multiply(response, root, out=scaled[:, p])
+    gram = scaled.T @ scaled
+    return np.ascontiguousarray(gram[:p, :p]), np.ascontiguousarray(gram[:p, p])
+
+
+def indicator_ones(x: np.ndarray) -> list[int | None]:
+    """Per column of ``x``: how many values are 1 when the column holds only 0 and 1, else None."""
+    ones: list[int | None] = []
+    for j in range(x.shape[1]):
+        column = x[:, j]
+        is_indicator = bool(np.all((column == 0) | (column == 1)))
+        ones.append(int(np.count_nonzero(column)) if is_indicator else None)
+    return ones
 
 
 def merge(partials: Sequence[pa.Table]) -> pa.Table:

@@ -9,6 +9,14 @@ The statistics add up across sites, so the orchestrator's update is the pooled u
 the fit is the pooled fit. Canonical links only (identity, logit, log), for which IRLS is
 Newton's method.
 
+Only the coefficients change from round to round, so the analysis splits a round in two
+(the site's prepared-partition protocol, :class:`executors.cluster.PreparedAnalysis`):
+:meth:`GlmRound.prepare` reads and derives the analysis table and builds the design matrix
+(:class:`Design`), and :meth:`GlmRound.local_prepared` computes the round's statistics from
+it. When the fitting flow names its fit (``fit_id``), the site's workers keep each
+partition's design for the rounds of that fit, keyed by :meth:`GlmRound.prepared_key` (the
+fit and everything but ``beta``) and the dataset's snapshot; ``local`` is the two in a row.
+
 A formula is researcher input evaluated at the site, so it is checked before anything runs:
 only the analysis table's columns, numbers, arithmetic and a short list of functions
 (:data:`FUNCTIONS`) are allowed, and no stateful transform (``center``, ``scale``, splines),
@@ -19,7 +27,9 @@ from __future__ import annotations
 
 import ast
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
+from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -27,11 +37,27 @@ import pyarrow as pa
 from formulaic import Formula, model_matrix
 from pydantic import Field, model_validator
 
-from fedflow.core import Analysis, InvalidRequest, OutputKind, Params, TableColumns, regression
+from fedflow.core import (
+    Analysis,
+    InvalidRequest,
+    OutputKind,
+    Params,
+    TableColumns,
+    digest_json,
+    regression,
+)
 from fedflow.core.regression import Family
 from flows.analyses.glm_table import AnalysisTable, derive
 
-__all__ = ["FUNCTIONS", "GlmRound", "GlmRoundParams", "design_columns", "used_columns"]
+__all__ = [
+    "FUNCTIONS",
+    "Design",
+    "GlmRound",
+    "GlmRoundParams",
+    "design_columns",
+    "irls_statistics",
+    "used_columns",
+]
 
 FUNCTIONS = frozenset({"I", "C", "log", "log2", "log10", "exp"})
 """Functions a formula may call, besides ``np.<NUMPY>``."""
@@ -54,6 +80,9 @@ class GlmRoundParams(Params):
     """The design's columns, as :func:`design_columns` names them; set by the fitting flow."""
     beta: list[float] | None = None
     """The coefficients of this round, in ``columns`` order; None in the first round."""
+    fit_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
+    """The fit this round belongs to (set by the fitting flow): a site may keep the fit's
+    design matrices between its rounds. None: nothing is kept."""
 
     @model_validator(mode="after")
     def _checked(self) -> GlmRoundParams:
@@ -73,7 +102,7 @@ class GlmRoundParams(Params):
 
 def used_columns(params: GlmRoundParams) -> set[str]:
     """The analysis-table columns the model reads."""
-    used = set(Formula(params.formula).required_variables)
+    used = set(_required(params.formula))
     used |= {c for c in (params.offset, params.exposure, params.weights) if c is not None}
     return used
 
@@ -107,6 +136,16 @@ class GlmRound(Analysis[GlmRoundParams]):
         return params.data.tables(used_columns(params))
 
     def local(self, tables: Mapping[str, pa.Table], params: GlmRoundParams) -> pa.Table:
+        return self.local_prepared(self.prepare(tables, params), params)
+
+    def prepared_key(self, params: GlmRoundParams) -> str | None:
+        """What a partition's :class:`Design` depends on: the fit and every parameter but beta."""
+        if params.fit_id is None:
+            return None
+        return digest_json(params.model_dump(mode="json", exclude={"beta"}))
+
+    def prepare(self, tables: Mapping[str, pa.Table], params: GlmRoundParams) -> Design:
+        """The partition's design matrix, outcome, offset and prior weights, checked."""
         used = used_columns(params)
         frame = derive(tables, params.data, used).dropna(subset=sorted(used))
         p = len(params.columns)
@@ -134,14 +173,72 @@ class GlmRound(Analysis[GlmRoundParams]):
         _check_outcome(params.family, y)
         if not (np.all(np.isfinite(x)) and np.all(np.isfinite(offset))):
             raise InvalidRequest("the design or offset has non-finite values")
+        return Design.build(params.family, x, y, offset, weights)
+
+    def local_prepared(self, design: Design, params: GlmRoundParams) -> pa.Table:
+        """The round's statistics at ``params.beta`` over a prepared partition."""
         beta = None if params.beta is None else np.asarray(params.beta)
-        return irls_statistics(params.family, params.columns, x, y, offset, weights, beta)
+        return irls_statistics(
+            params.family,
+            params.columns,
+            design.x,
+            design.y,
+            design.offset,
+            design.weights,
+            beta,
+            design=design,
+        )
 
     def merge(self, partials: Sequence[pa.Table]) -> pa.Table:
         return regression.merge(partials)
 
     def finalize(self, partial: pa.Table, params: GlmRoundParams) -> pa.Table:
         return partial
+
+
+@dataclass(frozen=True, eq=False)
+class Design:
+    """One partition's model inputs, and what about them does not change between rounds."""
+
+    x: np.ndarray
+    y: np.ndarray
+    offset: np.ndarray
+    weights: np.ndarray
+    ones: list[int | None]
+    """Per design column, the count of ones of a 0/1 column (:func:`regression.indicator_ones`)."""
+    log_factorial: np.ndarray | None
+    """log(y!) for a Poisson outcome, else None."""
+    totals: dict[str, float | int]
+    """n, weight_sum, log_weight_sum, y_sum, y_zero and y_one."""
+
+    @classmethod
+    def build(
+        cls, family: str, x: np.ndarray, y: np.ndarray, offset: np.ndarray, weights: np.ndarray
+    ) -> Design:
+        log_factorial = None
+        if family == "poisson":
+            log_factorial = np.fromiter((math.lgamma(v + 1) for v in y), float, len(y))
+        return cls(
+            x=np.asfortranarray(x, dtype=np.float64),
+            y=y,
+            offset=offset,
+            weights=weights,
+            ones=regression.indicator_ones(x),
+            log_factorial=log_factorial,
+            totals={
+                "n": int(y.size),
+                "weight_sum": float(weights.sum()),
+                "log_weight_sum": float(np.log(weights).sum()),
+                "y_sum": float(y.sum()),
+                "y_zero": int(np.count_nonzero(y == 0)),
+                "y_one": int(np.count_nonzero(y == 1)),
+            },
+        )
+
+    @property
+    def nbytes(self) -> int:
+        arrays = (self.x, self.y, self.offset, self.weights, self.log_factorial)
+        return sum(a.nbytes for a in arrays if a is not None)
 
 
 def irls_statistics(
@@ -152,13 +249,22 @@ def irls_statistics(
     offset: np.ndarray,
     weights: np.ndarray,
     beta: np.ndarray | None,
+    *,
+    design: Design | None = None,
 ) -> pa.Table:
-    """XᵀWX, XᵀWz, deviance and log-likelihood at ``beta`` (or at the starting values)."""
+    """XᵀWX, XᵀWz, deviance and log-likelihood at ``beta`` (or at the starting values).
+
+    ``design``: the same arrays prepared (:class:`Design`), whose per-fit constants are then
+    not computed again.
+    """
+    if design is None:
+        design = Design.build(family, x, y, offset, weights)
     if beta is None:  # start from the data, as statsmodels and R do
         mu = _START[family](y)
         eta = _LINK[family](mu)
     else:
-        eta = x @ beta + offset
+        eta = x @ beta
+        eta += offset
         mu = _INVERSE[family](eta)
     # For a canonical link dmu/deta is the variance function, so W = w * V(mu) and
     # W z = W (eta - offset) + w (y - mu), which stays finite as mu nears 0 or 1.
@@ -171,23 +277,25 @@ def irls_statistics(
         loglik = 0.0
     elif family == "binomial":
         mu = np.clip(mu, 1e-300, 1 - 1e-16)
-        loglik = float(np.sum(weights * np.where(y == 1, np.log(mu), np.log1p(-mu))))
+        # log(mu) where y = 1, log(1 - mu) where y = 0: one logarithm per row.
+        loglik = float(np.sum(weights * np.log(np.where(y == 1, mu, 1 - mu))))
         deviance = -2 * loglik
     else:
+        assert design.log_factorial is not None
         log_y = np.log(np.where(y > 0, y, 1.0))
-        log_factorial = np.fromiter((math.lgamma(v + 1) for v in y), float, len(y))
-        loglik = float(np.sum(weights * (y * np.log(mu) - mu - log_factorial)))
-        deviance = float(2 * np.sum(weights * (y * (log_y - np.log(mu)) - (y - mu))))
-    return regression.from_arrays(
+        log_mu = np.log(mu)
+        loglik = float(np.sum(weights * (y * log_mu - mu - design.log_factorial)))
+        deviance = float(2 * np.sum(weights * (y * (log_y - log_mu) - (y - mu))))
+    xtwx, xtwz = regression.weighted_gram(x, working_weights, working)
+    return regression.from_gram(
         family,
         columns,
-        x=x,
-        y=y,
-        weights=weights,
-        working_weights=working_weights,
-        working_response=working,
+        design.totals,
+        xtwx=xtwx,
+        xtwz=xtwz,
         deviance=deviance,
         loglik=loglik,
+        ones=design.ones,
     )
 
 
@@ -222,10 +330,26 @@ def _check_outcome(family: str, y: np.ndarray) -> None:
         raise InvalidRequest("a Poisson outcome must be a non-negative count")
 
 
+@lru_cache(maxsize=256)
+def _parsed(formula: str) -> Formula:
+    """The parsed formula: a site parses the same formula on every request of a fit."""
+    return Formula(formula)
+
+
+@lru_cache(maxsize=256)
+def _required(formula: str) -> frozenset[str]:
+    return frozenset(_parsed(formula).required_variables)
+
+
 def _check_formula(formula: str, columns: set[str]) -> None:
     """Allow only columns, numbers, arithmetic and the listed functions (no stateful ones)."""
+    _check_parsed(formula, frozenset(columns))
+
+
+@lru_cache(maxsize=256)
+def _check_parsed(formula: str, columns: frozenset[str]) -> None:
     try:
-        parsed = Formula(formula)
+        parsed = _parsed(formula)
     except Exception:  # formulaic raises several types for bad syntax
         raise ValueError("the formula cannot be parsed") from None
     factors = [f for side in (parsed.lhs, parsed.rhs) for term in side for f in term.factors]
@@ -256,7 +380,7 @@ _ALLOWED_NODES = (
 )
 
 
-def _check_node(node: ast.AST, columns: set[str]) -> None:
+def _check_node(node: ast.AST, columns: Set[str]) -> None:
     if isinstance(node, ast.Constant):
         if not isinstance(node.value, int | float | str) or isinstance(node.value, bool):
             raise ValueError("the formula may hold only numbers and level names as constants")

@@ -1,0 +1,116 @@
+"""Prepared partitions: a fit's design is kept by the site's workers, keyed and evicted."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from executors.catalogue import Dataset
+from executors.cluster import SiteCluster
+from executors.config import DaskConfig
+from executors.importer import write_dataset
+from executors.storage import open_location
+from fedflow.core import regression
+from fedflow.core.registry import default_registry
+from flows.analyses.glm_round import design_columns
+
+pytestmark = pytest.mark.integration
+
+COLUMNS = ["y", "x1", "x2"]
+
+
+def _table(seed: int, rows: int = 3000) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 2))
+    y = (rng.random(rows) < 1 / (1 + np.exp(-(0.3 + x @ [0.5, -0.4])))).astype(float)
+    ids = np.arange(1, rows + 1, dtype=np.int64)
+    return pa.table({"person_id": ids, "y": y, "x1": x[:, 0], "x2": x[:, 1]})
+
+
+def _write(root: Path, table: pa.Table) -> Dataset:
+    write_dataset({"analysis": table, "person": table.select(["person_id"])}, root)
+    return Dataset("sim", open_location(str(root)))
+
+
+def _params(fit_id: str | None, beta: list[float] | None = None) -> Any:
+    analysis = default_registry().get("glm_round")
+    raw: dict[str, Any] = {
+        "formula": "y ~ x1 + x2",
+        "family": "binomial",
+        "data": {"table": "analysis", "columns": dict.fromkeys(COLUMNS, "float")},
+    }
+    raw["columns"] = design_columns(analysis.parse_params(raw))
+    return analysis.parse_params(raw | {"fit_id": fit_id, "beta": beta})
+
+
+def _direct(table: pa.Table, beta: list[float] | None) -> np.ndarray:
+    """XᵀWX of the whole table computed here, without the cluster (the oracle)."""
+    analysis = default_registry().get("glm_round")
+    return regression.matrices(analysis.local({"analysis": table}, _params(None, beta)))[0]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Any:
+    site = SiteCluster(DaskConfig(partitions=3), name="prepared", prepared_ttl=1.0)
+    yield site
+    site.close()
+
+
+def _totals(cluster: SiteCluster) -> dict[str, int]:
+    stats = list(cluster.prepared_stats().values())
+    return {k: sum(s[k] for s in stats) for k in ("entries", "hits", "misses")}
+
+
+def test_rounds_of_a_fit_reuse_the_design_and_equal_the_direct_statistics(
+    cluster: SiteCluster, tmp_path: Path
+) -> None:
+    table = _table(1)
+    dataset = _write(tmp_path / "sim", table)
+    analysis = default_registry().get("glm_round")
+    fit = uuid.uuid4().hex
+    before = _totals(cluster)
+    beta = None
+    for _ in range(3):
+        params = _params(fit, beta)
+        partial = cluster.run(analysis, params, dataset, analysis.tables(params))
+        xtwx, xtwz = regression.matrices(partial)
+        np.testing.assert_allclose(xtwx, _direct(table, beta), rtol=1e-12)
+        beta = np.linalg.solve(xtwx, xtwz).tolist()
+    after = _totals(cluster)
+    # Three partitions: prepared in the first round, reused in the next two.
+    assert after["misses"] - before["misses"] == 3
+    assert after["hits"] - before["hits"] == 6
+    # Without a fit id nothing is kept.
+    params = _params(None, beta)
+    cluster.run(analysis, params, dataset, analysis.tables(params))
+    assert _totals(cluster)["misses"] == after["misses"]
+
+
+def test_a_changed_dataset_does_not_reuse_the_design_and_idle_ones_are_evicted(
+    cluster: SiteCluster, tmp_path: Path
+) -> None:
+    analysis = default_registry().get("glm_round")
+    fit = uuid.uuid4().hex
+    dataset = _write(tmp_path / "sim", _table(2))
+    beta = [0.1, 0.2, -0.3]
+    params = _params(fit, beta)
+    cluster.run(analysis, params, dataset, analysis.tables(params))
+    misses = _totals(cluster)["misses"]
+    # The custodian replaces the data between two rounds of the same fit.
+    changed = _table(3)
+    time.sleep(0.01)  # a distinct modification time even on coarse clocks
+    dataset = _write(tmp_path / "sim", changed)
+    partial = cluster.run(analysis, params, dataset, analysis.tables(params))
+    assert _totals(cluster)["misses"] == misses + 3
+    np.testing.assert_allclose(regression.matrices(partial)[0], _direct(changed, beta), rtol=1e-12)
+    # Unused for longer than the time to live (1 s here): the workers drop every entry.
+    deadline = time.monotonic() + 10
+    while _totals(cluster)["entries"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _totals(cluster)["entries"] == 0
