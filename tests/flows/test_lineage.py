@@ -8,7 +8,6 @@ audit logs, and the sites' logs are checked against the checkpoints the orchestr
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,9 +19,10 @@ from fedflow.cli import app
 from fedflow.core import digest_bytes, digest_json, to_ipc
 from flows import FederatedResult, LineageNotFound, SiteStatus, connect, read_lineage, run_analysis
 from flows.demo import ALL, DemoSite, build_demo, split_by_person
-from governance.audit import GENESIS, AuditEntry, AuditLog
+from governance.audit import AuditLog
 from governance.checkpoints import Checkpoint
 from governance.receipts import ReceiptKey
+from tests.forgery import rewrite_log
 
 pytestmark = pytest.mark.integration
 
@@ -141,32 +141,6 @@ def test_fedflow_lineage_prints_a_table_json_and_refuses_unknown_ids(ran: Ran) -
         read_lineage("no-such-request", ran.profile)
 
 
-def _rewrite(source: Path, target: Path, *, alter_seq: int) -> None:
-    """Re-chain every entry of ``source`` into ``target``, entry ``alter_seq`` edited.
-
-    Times and every other entry stay as they were: the best forgery, a perfect chain.
-    """
-    with AuditLog(source, site="") as log:
-        entries = log.entries()
-    with AuditLog(target, site=""):
-        pass
-    con = sqlite3.connect(target)
-    prev = GENESIS
-    for e in entries:
-        details = {**e.details, "reasons": ["edited"]} if e.seq == alter_seq else e.details
-        fields = {**asdict(e), "details": details, "prev_hash": prev, "hash": ""}
-        sealed = AuditEntry(**{**fields, "hash": AuditEntry(**fields).expected_hash()})
-        row = asdict(sealed)
-        row["details"] = json.dumps(row["details"])
-        con.execute(
-            f"INSERT INTO audit ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-            tuple(row.values()),
-        )
-        prev = sealed.hash
-    con.commit()
-    con.close()
-
-
 def test_audit_verify_against_checkpoints_detects_a_complete_rewrite(
     ran: Ran, tmp_path: Path
 ) -> None:
@@ -187,7 +161,7 @@ def test_audit_verify_against_checkpoints_detects_a_complete_rewrite(
     with AuditLog(site_db, site="") as log:
         target = log.entries(request_id=ran.summary.request_id, event="gate.allowed")[0].seq
     forged = tmp_path / "rewritten.db"
-    _rewrite(site_db, forged, alter_seq=target)
+    rewrite_log(site_db, forged, alter_seq=target, change={"reasons": ["edited"]})
     alone = runner.invoke(app, ["audit", "verify", str(forged)])
     assert alone.exit_code == 0 and alone.stdout.startswith("OK:")  # a perfect chain
     caught = runner.invoke(app, ["audit", "verify", str(forged), *against])

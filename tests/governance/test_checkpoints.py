@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
-from fedflow.core.digest import canonical_json
-from governance.audit import GENESIS, AuditEntry, AuditLog
+from governance.audit import GENESIS, AuditLog
 from governance.checkpoints import Checkpoint, check_checkpoints, sign_checkpoint, verify_checkpoint
 from governance.errors import CheckpointInvalid
 from governance.receipts import ReceiptKey
+from tests.forgery import rewrite_log
 
 
 @pytest.fixture
@@ -51,41 +50,6 @@ def _fill(log: AuditLog, n: int, start: int = 0) -> None:
         log.append("gate.allowed", actor="orchestrator", request_id=f"r{i}", details={"i": i})
 
 
-def _rewrite(source: Path, target: Path, *, alter_seq: int) -> None:
-    """A complete, internally consistent rewrite: entry ``alter_seq`` edited, all re-chained.
-
-    Every other entry keeps its time and content, so the rewrite is as close to the original as
-    a forger can make it; only the chain from ``alter_seq`` on differs.
-    """
-    with AuditLog(source, site="site-eu") as log:
-        entries = log.entries()
-    with AuditLog(target, site="site-eu"):
-        pass
-    con = sqlite3.connect(target)
-    prev = GENESIS
-    for e in entries:
-        details = {**e.details, "i": -1} if e.seq == alter_seq else e.details
-        fields = {**asdict(e), "details": details, "prev_hash": prev, "hash": ""}
-        sealed = AuditEntry(**{**fields, "hash": AuditEntry(**fields).expected_hash()})
-        con.execute(
-            "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                sealed.seq,
-                sealed.time,
-                sealed.actor,
-                sealed.event,
-                sealed.site,
-                sealed.request_id,
-                canonical_json(sealed.details).decode(),
-                sealed.prev_hash,
-                sealed.hash,
-            ),
-        )
-        prev = sealed.hash
-    con.commit()
-    con.close()
-
-
 def test_a_complete_rewrite_passes_alone_but_breaks_the_later_checkpoints(
     key: ReceiptKey, tmp_path: Path
 ) -> None:
@@ -98,7 +62,7 @@ def test_a_complete_rewrite_passes_alone_but_breaks_the_later_checkpoints(
         assert [c.ok for c in check_checkpoints(log, kept)] == [True, True, True]
 
     forged = tmp_path / "rewritten.db"
-    _rewrite(original, forged, alter_seq=6)
+    rewrite_log(original, forged, alter_seq=6, change={"i": -1})
     with AuditLog(forged, site="site-eu") as log:
         assert log.verify().ok  # on its own, the rewrite is a perfect chain
         checks = check_checkpoints(log, kept)
