@@ -11,20 +11,21 @@ of each site's audit head and the result's digest; :mod:`flows.lineage` reads th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
-from prefect.futures import PrefectFuture
 
 from fedflow.core import FedflowError, digest_bytes, digest_json, to_ipc
-from fedflow.core.messages import ReleaseOutcome, Request
+from fedflow.core.messages import Request
 from fedflow.core.registry import default_registry
+from flows import secure as secure_step
 from flows import steps
-from flows.errors import QuorumNotMet, ReviewPending
+from flows.errors import QuorumNotMet
 from flows.federation import FederationSession, connect, open_session
 from flows.outcomes import FederatedResult, SiteOutcome, SiteStatus
 from governance.checkpoints import verify_checkpoint
@@ -43,11 +44,27 @@ def federated_analysis(
     min_sites: int = 1,
     timeout: float = steps.DEFAULT_TIMEOUT,
     review_timeout: float = steps.DEFAULT_REVIEW_TIMEOUT,
+    secure: bool | None = None,
+    cells: dict[str, list[str]] | None = None,
 ) -> FederatedResult:
-    """Run one federated analysis over the sites of the ``federation`` profile."""
+    """Run one federated analysis over the sites of the ``federation`` profile.
+
+    ``secure``: None (default) sums an additive output securely when it can (two or more
+    sites, and a known key set for a frequency table); False never does; True requires it.
+    ``cells``: the levels of each dimension of a frequency table, fixing its key set.
+    """
     with open_session(federation) as session:
         return _federated_step(
-            session, analysis, params, dataset, version, min_sites, timeout, review_timeout
+            session,
+            analysis,
+            params,
+            dataset,
+            version,
+            min_sites,
+            timeout,
+            review_timeout,
+            secure=secure,
+            cells=cells,
         )
 
 
@@ -61,13 +78,22 @@ def run_analysis(
     min_sites: int = 1,
     token: str | None = None,
     review_timeout: float = steps.DEFAULT_REVIEW_TIMEOUT,
+    secure: bool | None = None,
+    cells: Mapping[str, Sequence[str]] | None = None,
 ) -> FederatedResult:
     """Run ``analysis`` with ``params`` over a federation (an open session or a profile path).
 
     ``review_timeout``: how many seconds to wait for a site's custodian to decide on a result
     the site holds for review (default 300); a site still undecided then counts as not
     contributing (``review_pending``) and ``min_sites`` decides whether the step goes on.
+
+    ``secure``: secure aggregation (``docs/secure-aggregation.md``). None (the default) masks
+    an additive output (counts, GLM statistics) whenever two or more sites take part and, for
+    a frequency table with dimensions, its key set is known; False turns it off for this
+    step; True raises :class:`~flows.secure.SecureAggregationUnavailable` where it cannot
+    apply. ``cells`` gives a frequency table's key set: the levels of each dimension.
     """
+    cell_lists = None if cells is None else {d: list(v) for d, v in cells.items()}
     if isinstance(federation, FederationSession):
         assert federation.profile.path is not None
         return federated_analysis(
@@ -78,6 +104,8 @@ def run_analysis(
             version,
             min_sites,
             review_timeout=review_timeout,
+            secure=secure,
+            cells=cell_lists,
         )
     with connect(Path(federation), token=token) as session:
         return run_analysis(
@@ -88,6 +116,8 @@ def run_analysis(
             version=version,
             min_sites=min_sites,
             review_timeout=review_timeout,
+            secure=secure,
+            cells=cells,
         )
 
 
@@ -100,7 +130,13 @@ def _federated_step(
     min_sites: int,
     timeout: float,
     review_timeout: float = steps.DEFAULT_REVIEW_TIMEOUT,
+    *,
+    secure: bool | None = None,
+    cells: Mapping[str, Sequence[str]] | None = None,
+    pool: Executor | None = None,
 ) -> FederatedResult:
+    """One federated step. ``pool``: run the site stages in its threads, inside the caller's
+    task run (a fit's round), instead of as task runs of their own."""
     logger = get_run_logger()
     audit = session.audit
     try:
@@ -141,12 +177,22 @@ def _federated_step(
 
     outcomes: dict[str, SiteOutcome] = {}
     transports = session.transports
+    can_mask, agreed = secure_step.maskable(analysis, params, cells)
+    if secure and not can_mask:
+        raise secure_step.SecureAggregationUnavailable(
+            f"{request.analysis} cannot be summed securely: its output is not additive, or "
+            "its frequency table has no agreed key set (give cells)",
+            request_id=request.request_id,
+        )
+    masking = can_mask and secure is not False
 
-    decisions = {s: steps.gate_before.submit(s, t, request) for s, t in transports.items()}
-    runs = {}
+    decisions = {
+        s: steps.submit_stage(pool, steps.gate_before, s, t, request) for s, t in transports.items()
+    }
     gate: dict[str, dict[str, Any]] = {}
+    allowed = []
     for site, future in decisions.items():
-        decision = _result(future, site, "gate_before", outcomes)
+        decision = steps.stage_result(future, site, "gate_before", outcomes)
         if decision is None:
             continue
         gate[site] = {
@@ -159,40 +205,74 @@ def _federated_step(
         if not decision.allowed:
             outcomes[site] = SiteOutcome(site, SiteStatus.REFUSED, "gate_before", decision.reasons)
             continue
-        runs[site] = steps.run.submit(site, transports[site], request, timeout)
-    releases = {}
-    for site, run_future in runs.items():
-        job_id = _result(run_future, site, "run", outcomes)
-        if job_id is not None:
-            releases[site] = steps.gate_after.submit(
-                site, transports[site], job_id, request, review_timeout
-            )
-    partials = []
+        allowed.append(site)
+
+    # Run and release at the allowed sites. With secure aggregation, a member of the mask
+    # group that does not deliver its masked partial leaves masks in the sum: the step runs
+    # again (a new request, fresh masks) with the sites that delivered, and stops with
+    # MaskGroupIncomplete when fewer than min_sites remain. The group shrinks every time.
     receipts: dict[str, dict[str, Any]] = {}
-    for site, release_future in releases.items():
-        release = _result(release_future, site, "gate_after", outcomes)
-        if release is None:
-            continue
-        status = {
-            ReleaseOutcome.RELEASED: SiteStatus.RELEASED,
-            ReleaseOutcome.SUPPRESSED: SiteStatus.SUPPRESSED,
-            ReleaseOutcome.REVIEW: SiteStatus.REVIEW_PENDING,
-            ReleaseOutcome.REFUSED: SiteStatus.REFUSED,
-        }[release.outcome]
-        outcomes[site] = SiteOutcome(
-            site,
-            status,
-            "review" if "review" in release.digests else "gate_after",
-            release.reasons,
-            release.suppressed_cells,
-            release.job_id,
-            release.digests,
+    incomplete: list[str] = []
+    while True:
+        spec = None
+        if masking and len(allowed) >= 2:
+            spec = secure_step.mask_spec(transports, allowed, agreed)
+            request = request.model_copy(update={"secure": spec})
+            audit.append(
+                "request.masked",
+                actor="orchestrator",
+                request_id=request.request_id,
+                details={"group": spec.sites, "request_digest": request.digest()},
+            )
+        released = steps.run_and_release(
+            transports, request, allowed, timeout, review_timeout, outcomes, pool
         )
-        if release.receipt is not None:
-            receipts[site] = release.receipt.model_dump(mode="json")
-        table = release.table()
-        if table is not None:
-            partials.append(table)
+        for site, release in released.items():
+            if release.receipt is not None:
+                receipts[site] = release.receipt.model_dump(mode="json")
+        partials = [t for r in released.values() if (t := r.table()) is not None]
+        delivered = [s for s in allowed if s in released and released[s].table() is not None]
+        dropped = [s for s in allowed if s not in delivered]
+        if spec is None or not dropped:
+            break
+        secure_step.forget_keys(transports[s] for s in dropped)
+        logger.warning(
+            "request %s: %s did not deliver a masked partial; the masked sum is not formed",
+            request.request_id,
+            ", ".join(dropped),
+        )
+        audit.append(
+            "secure.dropout",
+            actor="orchestrator",
+            request_id=request.request_id,
+            details={"dropped": dropped, "delivered": delivered, "min_sites": min_sites},
+        )
+        if len(delivered) < max(min_sites, 1):
+            incomplete = dropped
+            break
+        allowed = delivered
+        request = Request(
+            analysis=request.analysis,
+            params=request.params,
+            dataset=request.dataset,
+            token=request.token,
+        )
+        audit.append(
+            "request.sent",
+            actor="researcher",
+            request_id=request.request_id,
+            details={
+                "analysis": str(request.analysis),
+                "code_digest": request.analysis.code_digest,
+                "dataset": request.dataset,
+                "params": request.params,
+                "params_digest": digest_json(request.params),
+                "sites": allowed,
+                "request_digest": request.digest(),
+                "recovers": {"dropped": dropped},
+                **_flow_run(),
+            },
+        )
     ordered = [outcomes[s] for s in transports]
     _checkpoint_sites(session, request.request_id)
     for outcome in ordered:
@@ -210,19 +290,46 @@ def _federated_step(
         )
     _publish_outcomes(name, request.request_id, ordered)
 
-    if len(partials) < min_sites:
+    if incomplete or len(partials) < min_sites:
         audit.append(
             "result.withheld",
             actor="orchestrator",
             request_id=request.request_id,
-            details={"released": len(partials), "min_sites": min_sites},
+            details={"released": len(partials), "min_sites": min_sites, "dropped": incomplete},
         )
+    if incomplete:
+        needed = max(min_sites, 1)
+        raise secure_step.MaskGroupIncomplete(
+            f"site(s) {', '.join(incomplete)} of the mask group delivered no masked partial; "
+            f"{len(partials)} site(s) remain and the step needs {needed}",
+            dropped=incomplete,
+            outcomes=ordered,
+            request_id=request.request_id,
+        )
+    if len(partials) < min_sites:
         raise QuorumNotMet(
             f"{len(partials)} site(s) released a partial; the step needs {min_sites}",
             outcomes=ordered,
             request_id=request.request_id,
         )
-    final = analysis.finalize(analysis.merge(partials), params)
+    if request.secure is None:
+        merged = analysis.merge(partials)
+    else:
+        merged, suppressed, reasons = secure_step.combine(partials)
+        audit.append(
+            "result.summed",
+            actor="orchestrator",
+            request_id=request.request_id,
+            details={
+                "group": request.secure.sites,
+                "suppressed_cells": suppressed,
+                "reasons": list(reasons),
+            },
+        )
+        if suppressed:
+            logger.info("merged totals: %s", "; ".join(reasons))
+        merged = analysis.merge([merged])
+    final = analysis.finalize(merged, params)
     result_digest = digest_bytes(to_ipc(final))
     frame = pl.from_arrow(final)
     assert isinstance(frame, pl.DataFrame)
@@ -251,25 +358,6 @@ def _federated_step(
         outcomes=ordered,
         result_digest=result_digest,
     )
-
-
-def _result(
-    future: PrefectFuture[Any], site: str, stage: str, outcomes: dict[str, SiteOutcome]
-) -> Any:
-    """The task's result, or None after recording the site as failed."""
-    future.wait()
-    state = future.state
-    if state.is_completed():
-        return future.result()
-    error = state.result(raise_on_failure=False)
-    reason = error.message if isinstance(error, FedflowError) else type(error).__name__
-    if isinstance(error, ReviewPending):
-        outcomes[site] = SiteOutcome(site, SiteStatus.REVIEW_PENDING, "review", (reason,))
-        return None
-    if isinstance(error, FedflowError) and error.reason:
-        reason = f"{reason} ({error.reason})"
-    outcomes[site] = SiteOutcome(site, SiteStatus.FAILED, stage, (reason,))
-    return None
 
 
 def _checkpoint_sites(session: FederationSession, request_id: str) -> None:

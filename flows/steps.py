@@ -3,21 +3,44 @@
 Each task is coarse (one site, one stage) so the orchestrator's cost grows with sites, not
 with rows. A task fails (and shows red in the Prefect UI) when its site fails; the flow turns
 that into the site's outcome and carries on with the others.
+
+:func:`submit_stage` starts a stage as its own task run, or, given a thread pool, inside the
+caller's task run (a fit's round runs many steps; one task run per round is cheaper);
+:func:`stage_result` turns a stage's failure into the site's outcome; :func:`run_and_release`
+runs ``run`` then ``gate_after`` at a set of sites (a step runs it again with the sites that
+delivered when a member of a secure-aggregation group drops out).
 """
 
 from __future__ import annotations
 
+import contextvars
 import time
+from collections.abc import Mapping
+from concurrent.futures import Executor, Future
+from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
 
 from executors import AnalysisFailed, SiteTransport, SiteUnavailable
+from fedflow.core import FedflowError
 from fedflow.core.messages import Decision, JobState, Release, ReleaseOutcome, Request
 from flows.errors import ReviewPending
+from flows.outcomes import SiteOutcome, SiteStatus
 from governance.receipts import verify_release
 
-__all__ = ["DEFAULT_REVIEW_TIMEOUT", "gate_after", "gate_before", "run"]
+__all__ = [
+    "DEFAULT_REVIEW_TIMEOUT",
+    "gate_after",
+    "gate_before",
+    "run",
+    "run_and_release",
+    "stage_result",
+    "submit_stage",
+]
+
+StageFuture = PrefectFuture[Any] | Future[Any]
 
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_REVIEW_TIMEOUT = 300.0
@@ -93,3 +116,78 @@ def gate_after(
         "%s: %s, %d cell(s) suppressed", site, release.outcome.value, release.suppressed_cells
     )
     return release
+
+
+def run_and_release(
+    transports: Mapping[str, SiteTransport],
+    request: Request,
+    sites: list[str],
+    timeout: float,
+    review_timeout: float,
+    outcomes: dict[str, SiteOutcome],
+    pool: Executor | None = None,
+) -> dict[str, Release]:
+    """run then gate_after at each of ``sites``; record each site's outcome; the releases."""
+    runs = {s: submit_stage(pool, run, s, transports[s], request, timeout) for s in sites}
+    futures = {}
+    for site, run_future in runs.items():
+        job_id = stage_result(run_future, site, "run", outcomes)
+        if job_id is not None:
+            futures[site] = submit_stage(
+                pool, gate_after, site, transports[site], job_id, request, review_timeout
+            )
+    releases = {}
+    for site, release_future in futures.items():
+        release = stage_result(release_future, site, "gate_after", outcomes)
+        if release is None:
+            continue
+        status = {
+            ReleaseOutcome.RELEASED: SiteStatus.RELEASED,
+            ReleaseOutcome.SUPPRESSED: SiteStatus.SUPPRESSED,
+            ReleaseOutcome.REVIEW: SiteStatus.REVIEW_PENDING,
+            ReleaseOutcome.REFUSED: SiteStatus.REFUSED,
+        }[release.outcome]
+        outcomes[site] = SiteOutcome(
+            site,
+            status,
+            "review" if "review" in release.digests else "gate_after",
+            release.reasons,
+            release.suppressed_cells,
+            release.job_id,
+            release.digests,
+        )
+        releases[site] = release
+    return releases
+
+
+def submit_stage(pool: Executor | None, stage: Any, *args: Any) -> StageFuture:
+    """Start a site stage: as a Prefect task run, or (with ``pool``) in the caller's task run."""
+    if pool is None:
+        future: StageFuture = stage.submit(*args)
+        return future
+    return pool.submit(contextvars.copy_context().run, stage.fn, *args)
+
+
+def stage_result(
+    future: StageFuture, site: str, stage: str, outcomes: dict[str, SiteOutcome]
+) -> Any:
+    """The stage's result, or None after recording the site as failed."""
+    if isinstance(future, Future):
+        try:
+            return future.result()
+        except Exception as exc:  # the site's failure, recorded below
+            error: Any = exc
+    else:
+        future.wait()
+        state = future.state
+        if state.is_completed():
+            return future.result()
+        error = state.result(raise_on_failure=False)
+    reason = error.message if isinstance(error, FedflowError) else type(error).__name__
+    if isinstance(error, ReviewPending):
+        outcomes[site] = SiteOutcome(site, SiteStatus.REVIEW_PENDING, "review", (reason,))
+        return None
+    if isinstance(error, FedflowError) and error.reason:
+        reason = f"{reason} ({error.reason})"
+    outcomes[site] = SiteOutcome(site, SiteStatus.FAILED, stage, (reason,))
+    return None
