@@ -1,7 +1,9 @@
 """The site's release decision: the airlock, the differencing defence and human review.
 
-:class:`ReleaseDesk` turns a quarantined job into a signed :class:`Release`. The airlock's
-rules for the job's output kind come first. For an analysis that counts a cohort, the
+:class:`ReleaseDesk` turns a quarantined job into a signed :class:`Release`. At a site whose
+policy opts in to differential privacy (:mod:`governance.privacy`), OpenDP noise comes first
+and is charged to the project's budget on the dataset; then the airlock's rules for the job's
+output kind. For an analysis that counts a cohort, the
 differencing defence (:mod:`governance.differencing`) then refuses a count whose cohort is
 within ``k - 1`` persons of one already released to the same project, or of the whole
 dataset; a released cohort enters the site's ledger. When the policy's ``review`` section holds
@@ -21,6 +23,7 @@ largest ``min_cell_count`` of the group, which each site states in its masked re
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -39,6 +42,7 @@ from governance.airlock import AirlockResult, Outcome
 from governance.airlock import check as airlock_check
 from governance.differencing import DifferencingLedger, total_released
 from governance.policy import SitePolicy
+from governance.privacy import PrivacyLedger, privatize
 from governance.receipts import ReceiptKey
 from governance.review import ReviewItem, ReviewQueue, ReviewState
 
@@ -71,6 +75,7 @@ class ReleaseDesk:
         )
         self.differencing = DifferencingLedger(state_dir / "differencing.db")
         self.reviews = ReviewQueue(state_dir / "review.db")
+        self.privacy = PrivacyLedger(state_dir / "privacy.db")
         self._review_lock = threading.Lock()
         self._audit = audit
 
@@ -89,6 +94,7 @@ class ReleaseDesk:
     def close(self) -> None:
         self.differencing.close()
         self.reviews.close()
+        self.privacy.close()
 
     def _release(self, job_id: str) -> Release:
         job = self.quarantine.get(job_id)
@@ -98,16 +104,7 @@ class ReleaseDesk:
         held = self.reviews.get(job_id)
         review: dict[str, Any] = {}
         if held is None:
-            result = (
-                self._differencing(job)
-                or self._secure_refusal(job)
-                or airlock_check(
-                    job.output,
-                    job.partial,
-                    threshold=self._site_threshold(job),
-                    release_extremes=self.policy.release_extremes,
-                )
-            )
+            result = self._differencing(job) or self._secure_refusal(job) or self._checked(job)
             if result.outcome is not Outcome.REFUSED and self.policy.review.applies(
                 job.analysis.name, job.output
             ):
@@ -293,6 +290,30 @@ class ReleaseDesk:
         approved = f"approved by the reviewer of site {self.name}"
         reasons = (*item.reasons, approved + (f": {item.reason}" if item.reason else ""))
         return AirlockResult(Outcome(item.outcome), item.table(), item.suppressed_cells, reasons)
+
+    def _checked(self, job: Job) -> AirlockResult:
+        """Noise where the site's privacy section applies (charging its budget), then the
+        airlock's rules for the output kind."""
+        assert job.partial is not None
+        noised = privatize(
+            job.output,
+            job.partial,
+            self.policy.privacy,
+            self.privacy,
+            site=self.name,
+            project=job.decision.project or "",
+            dataset=job.request.dataset,
+            job_id=job.job_id,
+        )
+        if noised.table is None:
+            return noised
+        result = airlock_check(
+            job.output,
+            noised.table,
+            threshold=self._site_threshold(job),
+            release_extremes=self.policy.release_extremes,
+        )
+        return dataclasses.replace(result, reasons=(*noised.reasons, *result.reasons))
 
     def _differencing(self, job: Job) -> AirlockResult | None:
         """The differencing defence's refusal of ``job``'s count, or None if it may go on."""

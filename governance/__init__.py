@@ -1,5 +1,6 @@
-"""Governance: identity, site policy (pre-gate), airlock (post-gate), differencing, receipts,
-audit log, human review of held results."""
+"""Governance: identity and GA4GH Passport visas, site policy decided by Cedar (pre-gate), the
+airlock (post-gate), differencing, differential privacy, receipts, audit log, human review of
+held results."""
 
 from governance.airlock import (
     AirlockResult,
@@ -7,6 +8,7 @@ from governance.airlock import (
     check,
     check_cox,
     check_frequency,
+    check_magnitude,
     check_regression,
     check_summary,
     check_survival,
@@ -48,6 +50,8 @@ from governance.identity import (
     issue_token,
     verify_token,
 )
+from governance.passport import PassportPolicy, VisaIssuer, issue_visa, verify_passport
+from governance.privacy import PrivacyLedger, PrivacyPolicy, privatize
 from governance.receipts import ReceiptKey, verify_receipt, verify_release
 from governance.resolution import BeaconPolicy, SurvivalPolicy
 from governance.review import ReviewItem, ReviewPolicy, ReviewQueue, ReviewState, decide_review
@@ -76,7 +80,10 @@ __all__ = [
     "IssuerKey",
     "IssuerKeyInvalid",
     "Outcome",
+    "PassportPolicy",
     "PolicyInvalid",
+    "PrivacyLedger",
+    "PrivacyPolicy",
     "ReceiptInvalid",
     "ReceiptKey",
     "ReviewAlreadyDecided",
@@ -90,17 +97,22 @@ __all__ = [
     "SurvivalPolicy",
     "TokenRejected",
     "TrustedIssuer",
+    "VisaIssuer",
     "check",
     "check_checkpoints",
     "check_cox",
     "check_frequency",
+    "check_magnitude",
     "check_regression",
     "check_summary",
     "check_survival",
     "decide_review",
     "issue_token",
+    "issue_visa",
+    "privatize",
     "sign_checkpoint",
     "verify_checkpoint",
+    "verify_passport",
     "verify_receipt",
     "verify_release",
     "verify_token",

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pyarrow as pa
 
-from fedflow.core import cox, frequency, gwas, regression, summary, survival
+from fedflow.core import cox, frequency, gwas, magnitude, regression, summary, survival
 from fedflow.core.analysis import OutputKind
 from fedflow.core.errors import InvalidRequest
 
@@ -23,6 +23,7 @@ _VALIDATORS: dict[OutputKind, Callable[[pa.Table], None]] = {
     OutputKind.SURVIVAL: survival.validate,
     OutputKind.COX: cox.validate,
     OutputKind.GWAS: gwas.validate,
+    OutputKind.MAGNITUDE: magnitude.validate,
 }
 
 
