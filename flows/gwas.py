@@ -396,7 +396,7 @@ def _results(
             "pos": [int(p[1]) for p in parts],
             "ref": [p[2] for p in parts],
             "alt": [p[3] for p in parts],
-            "n": np.where(data.withheld, None, data.n),  # type: ignore[call-overload]
+            "n": data.n,
             "cases": data.cases,
             "controls": data.controls,
             "allele_count": data.allele_count,

@@ -5,7 +5,10 @@ round, are dispatched by name (:data:`ITERATIVE`): ``fedflow run glm`` fits a GL
 IRLS (:mod:`flows.glm`), with the model in ``--params``; ``fedflow run km`` runs
 ``kaplan_meier`` and adds the log-rank test (:mod:`flows.km`; ``--plot km.png`` draws the
 curves); ``fedflow run cox`` fits a Cox model by federated Newton (:mod:`flows.cox`), with
-``cox_round``'s parameters plus ``max_rounds``, ``tol`` and ``confidence`` in ``--params``.
+``cox_round``'s parameters plus ``max_rounds``, ``tol`` and ``confidence`` in ``--params``;
+``fedflow run gwas`` runs an exact federated GWAS (:mod:`flows.gwas`, ``GwasOptions`` in
+``--params``; ``--plot`` draws the Manhattan plot, ``--qq-plot`` the QQ plot, ``--results``
+writes the whole per-variant table as TSV).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from fedflow.core.registry import default_registry
 from flows import QuorumNotMet, prefect_api, run_analysis
 from flows.cox import CoxFit, CoxOptions, run_cox
 from flows.glm import GlmFit, GlmOptions, fit_glm
+from flows.gwas import GwasOptions, GwasResult, fit_gwas
 from flows.km import run_km
 
 if TYPE_CHECKING:
@@ -37,6 +41,7 @@ ITERATIVE = {
     "glm": "exact GLM by federated IRLS (flows.glm); params: GlmOptions",
     "km": "Kaplan-Meier curves and log-rank test (flows.km); params: kaplan_meier's",
     "cox": "Cox proportional hazards by federated Newton (flows.cox); params: cox_round's",
+    "gwas": "exact GWAS, Wald or score, per variant (flows.gwas); params: GwasOptions",
 }
 """Methods ``fedflow run`` dispatches to a flow of their own instead of a single step."""
 
@@ -63,7 +68,16 @@ def run(
     ] = "json",
     plot: Annotated[
         Path | None,
-        typer.Option(help="km only: also draw the curves with confidence bands as a PNG here."),
+        typer.Option(
+            help="km: draw the curves with confidence bands as a PNG here; "
+            "gwas: draw the Manhattan plot here."
+        ),
+    ] = None,
+    qq_plot: Annotated[
+        Path | None, typer.Option(help="gwas only: draw the QQ plot (with lambda) as a PNG here.")
+    ] = None,
+    results: Annotated[
+        Path | None, typer.Option(help="gwas only: write the per-variant results as TSV here.")
     ] = None,
     review_timeout: Annotated[
         float,
@@ -74,8 +88,10 @@ def run(
     ] = 300.0,
 ) -> None:
     """Run ANALYSIS over the sites of a federation and print the merged result and outcomes."""
-    if plot is not None and analysis != "km":
-        raise typer.BadParameter("only fedflow run km draws a plot", param_hint="--plot")
+    if plot is not None and analysis not in ("km", "gwas"):
+        raise typer.BadParameter("only fedflow run km and gwas draw a plot", param_hint="--plot")
+    if (qq_plot is not None or results is not None) and analysis != "gwas":
+        raise typer.BadParameter("only fedflow run gwas takes --qq-plot and --results")
     parsed = _parse_params(params)
     console = make_console()
     home = federation.resolve().parent / "prefect"
@@ -106,6 +122,19 @@ def run(
                     **cox_options.model_dump(),
                 )
                 _show_cox(console, cox_fit, output)
+                return
+            if analysis == "gwas":
+                gwas_options = _gwas_options(parsed)
+                gwas = fit_gwas(
+                    gwas_options.formula,
+                    gwas_options.family,
+                    federation=federation,
+                    dataset=dataset,
+                    min_sites=min_sites,
+                    token=token,
+                    **gwas_options.model_dump(exclude={"formula", "family"}),
+                )
+                _show_gwas(console, gwas, output, plot, qq_plot, results)
                 return
             if analysis == "km":
                 km = run_km(
@@ -163,6 +192,54 @@ def _glm_options(parsed: dict[str, Any]) -> GlmOptions:
         return GlmOptions.model_validate(parsed)
     except ValidationError as exc:
         raise typer.BadParameter(describe_problems(exc), param_hint="--params") from None
+
+
+def _gwas_options(parsed: dict[str, Any]) -> GwasOptions:
+    try:
+        return GwasOptions.model_validate(parsed)
+    except ValidationError as exc:
+        raise typer.BadParameter(describe_problems(exc), param_hint="--params") from None
+
+
+def _show_gwas(
+    console: Console,
+    gwas: GwasResult,
+    output: str,
+    plot: Path | None,
+    qq_plot: Path | None,
+    results: Path | None,
+) -> None:
+    """Plots and the TSV first; then the whole result (json) or the top variants (table)."""
+    from flows.plots import manhattan_plot
+    from flows.plots import qq_plot as draw_qq
+
+    if plot is not None:
+        manhattan_plot(gwas.results, plot)
+    if qq_plot is not None:
+        draw_qq(gwas.results, qq_plot)
+    if results is not None:
+        gwas.results.write_csv(results, separator="\t")
+    if output == "json":
+        typer.echo(json.dumps(gwas.to_dict(), indent=2, default=str))
+        return
+    top = gwas.results.drop_nulls("p_value").sort("p_value").head(20)
+    table = Table(title=f"{gwas.family} GWAS ({gwas.test}): {gwas.formula}, top variants")
+    shown = ["variant", "n", "allele_count", "beta", "std_error", "p_value"]
+    for column in shown:
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for row in top.select(shown).iter_rows():
+        table.add_row(row[0], *("-" if v is None else f"{v:.6g}" for v in row[1:]))
+    console.print(table)
+    statuses = gwas.results["status"].value_counts().sort("status").iter_rows()
+    console.print(
+        f"{gwas.results.height} variants ("
+        + ", ".join(f"{n} {s}" for s, n in statuses)
+        + f"), lambda {gwas.inflation:.4f}, {gwas.rounds} rounds"
+    )
+    console.print(outcome_table(gwas.outcomes))
+    for path, what in ((plot, "Manhattan plot"), (qq_plot, "QQ plot"), (results, "results")):
+        if path is not None:
+            console.print(f"{what} written to {path}")
 
 
 def _cox_options(parsed: dict[str, Any]) -> tuple[dict[str, Any], CoxOptions]:
