@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
@@ -29,3 +30,17 @@ def test_ruff_lint_and_format() -> None:
 def test_mypy_on_the_packages() -> None:
     typed = run("mypy")
     assert typed.returncode == 0, typed.stdout + typed.stderr
+
+
+def test_every_package_is_packaged() -> None:
+    """A wheel holds every package folder: pyproject lists each one explicitly."""
+    listed = set(
+        tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(init.parent.relative_to(REPO_ROOT).parts)
+        for tree in PYTHON_TREES
+        if tree not in ("tests", "bench")
+        for init in (REPO_ROOT / tree).rglob("__init__.py")
+    }
+    assert found == listed
