@@ -22,7 +22,7 @@ from formulaic import model_matrix
 from scipy import stats
 
 from executors import InProcessSiteTransport
-from fedflow.core import frequency, secagg
+from fedflow.core import digest_bytes, frequency, secagg
 from flows import SiteStatus, connect, run_analysis
 from flows.analyses.glm_round import GlmRound, used_columns
 from flows.analyses.glm_table import derive
@@ -98,10 +98,19 @@ def test_payloads_are_masked_the_sum_is_exact_and_merged_totals_are_suppressed(
             transport = session.transports[outcome.site]
             assert isinstance(transport, InProcessSiteTransport) and outcome.job_id
             # what the orchestrator received (the release is kept, not made again)
-            table = transport.release(outcome.job_id).table()
-            assert table is not None
+            release = transport.release(outcome.job_id)
+            table = release.table()
+            assert table is not None and release.partial is not None
             masked[outcome.site] = table
             plain[outcome.site] = transport.node.quarantine.get(outcome.job_id).partial
+            # the site audits the masked release's digest, and its receipt signs the same
+            (audited,) = transport.node.audit.entries(
+                request_id=result.request_id, event="airlock.released"
+            )
+            assert audited.details["digests"]["result"] == digest_bytes(release.partial)
+            assert release.receipt is not None
+            assert release.receipt.digests["result"] == digest_bytes(release.partial)
+            assert audited.details["secure"] == {"group": ["site-a", "site-b", "site-c"]}
         clear = run_analysis("characterization", CHARACTERIZATION, federation=session, secure=False)
 
     # (1) every site's payload is masked words that look uniform and share nothing with
