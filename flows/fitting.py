@@ -1,26 +1,71 @@
-"""What the federated model fits (GLM, Cox) share: one round's contributors, Wald inference,
-per-site counts read back from the last round's releases, and running a fit's flow over a
-profile or an open session.
+"""What the federated model fits (GLM, Cox) share: one round as one Prefect task, the round's
+contributors, Wald inference, per-site counts read back from the last round's releases, and
+running a fit's flow over a profile or an open session.
+
+A fit runs many rounds of the same step, so a round is one Prefect task run
+(:func:`federated_round`) that runs the step's stages at every site in threads of that task:
+``gate_before`` → ``run`` → ``gate_after`` at each site, as in every federated step, with the
+same request, receipts, checkpoints, secure aggregation, orchestrator audit and per-site
+outcomes (:func:`flows.federated._federated_step`), but one task run per round instead of three
+per site, and no subflow run per round.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any, TypeVar
 
 import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from fedflow.core import from_ipc
+from flows import steps
 from flows.errors import FlowError
+from flows.federated import _federated_step
 from flows.federation import FederationSession, connect
-from flows.outcomes import SiteOutcome
+from flows.outcomes import FederatedResult, SiteOutcome
 
-__all__ = ["check_contributors", "in_session", "released_rows", "wald_columns"]
+__all__ = [
+    "check_contributors",
+    "federated_round",
+    "in_session",
+    "released_rows",
+    "wald_columns",
+]
 
 T = TypeVar("T")
+
+
+@task(name="round", task_run_name="{analysis}-round-{round_no}", cache_policy=NO_CACHE)
+def federated_round(
+    session: FederationSession,
+    analysis: str,
+    params: dict[str, Any],
+    round_no: int,
+    dataset: str | None = None,
+    min_sites: int = 1,
+    timeout: float = steps.DEFAULT_TIMEOUT,
+    review_timeout: float = steps.DEFAULT_REVIEW_TIMEOUT,
+) -> FederatedResult:
+    """One round of a fit: one federated step whose site stages run in threads of this task."""
+    sites = max(len(session.transports), 1)
+    with ThreadPoolExecutor(max_workers=sites, thread_name_prefix=f"round-{round_no}") as pool:
+        return _federated_step(
+            session,
+            analysis,
+            params,
+            dataset,
+            None,
+            min_sites,
+            timeout,
+            review_timeout,
+            pool=pool,
+        )
 
 
 def check_contributors(

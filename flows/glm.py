@@ -12,7 +12,11 @@ From Python::
                   federation=Path("federation.yaml"))
     fit.coefficients      # term, estimate, std_error, z, p_value, ci_low, ci_high
 
-The fit is one Prefect flow run (``glm``) whose rounds are ``federated-analysis`` subflow runs.
+The fit is one Prefect flow run (``glm``) whose rounds are one task run each
+(:func:`flows.fitting.federated_round`: the sites' gates, runs and releases in threads of that
+task, audited and receipted as any federated step). The rounds carry a fit id, under which
+the sites' workers keep each partition's design matrix between rounds
+(:class:`executors.cluster.PreparedCache`).
 A site that refuses or fails in one round must do so in every round: the set of contributing
 sites may not change during a fit (that would mix two populations), and the fit stops with
 :class:`GlmDidNotFit` naming the sites.
@@ -21,6 +25,7 @@ sites may not change during a fit (that would mix two populations), and the fit 
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +41,14 @@ from fedflow.core import regression
 from fedflow.core.regression import Family
 from flows.analyses.glm_round import GlmRoundParams, design_columns
 from flows.errors import FlowError
-from flows.federated import federated_analysis
 from flows.federation import FederationSession, open_session
-from flows.fitting import check_contributors, in_session, released_rows, wald_columns
+from flows.fitting import (
+    check_contributors,
+    federated_round,
+    in_session,
+    released_rows,
+    wald_columns,
+)
 from flows.outcomes import SiteOutcome
 
 __all__ = ["GlmDidNotFit", "GlmFit", "GlmOptions", "fit_glm", "glm_flow"]
@@ -136,14 +146,14 @@ def glm_flow(
         }
     )
     columns = design_columns(base)
-    raw = base.model_dump(mode="json") | {"columns": columns}
+    raw = base.model_dump(mode="json") | {"columns": columns, "fit_id": uuid.uuid4().hex}
     beta: list[float] | None = None
     contributors: list[str] | None = None
     request_ids: list[str] = []
     with open_session(federation) as session:
         for round_no in range(1, max_rounds + 1):
-            step = federated_analysis(
-                ANALYSIS, raw | {"beta": beta}, federation, dataset, None, min_sites
+            step = federated_round(
+                session, ANALYSIS, raw | {"beta": beta}, round_no, dataset, min_sites
             )
             request_ids.append(step.request_id)
             sites = contributors = check_contributors(
