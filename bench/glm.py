@@ -1,32 +1,48 @@
-"""Benchmark the exact federated GLM against pooled fits.
+"""Benchmark the exact federated GLM against pooled fits, at scale and on Eunomia.
 
-Run ``python bench/glm.py [--sites 3 10] [--repeats 3]``; it prints the figures and writes
+Run ``python bench/glm.py`` (the grid below; ``--sites 3 10 --rows 100000`` for a part,
+``--eunomia`` to add the Eunomia fit); it prints the figures and writes
 ``bench/results/glm.json``.
 
-1. **Federated on Eunomia.** The GI-bleeding logistic model (``flows.glm_example``) over 3 and
-   10 in-process sites (each a site node with its own Dask cluster, gates and airlock; Prefect
-   server on SQLite): wall time, rounds, seconds per round, bytes one site releases per round,
-   and the pooled fits (statsmodels ``GLM`` and a numpy Newton loop) on the same analysis table.
-2. **Arithmetic at scale.** 1M rows x 10 covariates split over 10 sites, without orchestration:
-   the sites' IRLS statistics (``irls_statistics``, what ``glm_round`` computes) summed and
-   solved round by round, against a pooled numpy Newton fit and statsmodels on the concatenated
-   data. This is the floor the orchestration sits on.
+1. **Grid.** A seeded simulated logistic model, ``rows`` persons x 10 design columns (intercept
+   and 9 standard normal covariates), split into ``sites`` equal sites. Each site is a real
+   in-process site node (its own parquet dataset holding the analysis table, policy, Dask
+   cluster, gates, airlock, audit log and signed receipts) and the fit is
+   :func:`flows.glm.fit_glm` through a local Prefect server, exactly as a user runs it. In the
+   same run, on the concatenated data: a pooled Newton fit written with numpy (the issue's
+   baseline) and statsmodels' ``GLM``. Reported: rounds, wall time (median of ``--repeats``),
+   bytes exchanged (every request sent and every statistic released, all rounds and sites),
+   the ratios to both pooled fits and the largest coefficient difference to statsmodels.
+2. **Arithmetic.** The sites' statistics alone (``GlmRound.local_prepared`` over prepared
+   designs, summed and solved round by round, no orchestration) against the same pooled fits:
+   the floor the orchestration sits on.
+3. **Eunomia** (``--eunomia``): the GI-bleeding model over 3 and 10 OMOP sites.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
 import tempfile
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 RESULTS = Path(__file__).parent / "results" / "glm.json"
+SEED = 20261128
+GRID_SITES = (3, 10, 30)
+GRID_ROWS = (100_000, 1_000_000)
+COVARIATES = 10
 
 
 def newton_numpy(x: np.ndarray, y: np.ndarray, tol: float = 1e-10) -> tuple[np.ndarray, int]:
@@ -42,13 +58,190 @@ def newton_numpy(x: np.ndarray, y: np.ndarray, tol: float = 1e-10) -> tuple[np.n
     raise RuntimeError("no convergence")
 
 
-def federated_eunomia(sites: int, repeats: int) -> dict[str, Any]:
-    import statsmodels.api as sm
-    from formulaic import model_matrix
+def simulate_arrays(
+    rows: int, covariates: int = COVARIATES, seed: int = SEED
+) -> tuple[np.ndarray, np.ndarray]:
+    """The seeded logistic model: design (intercept first, then N(0, 1) covariates), outcome."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, covariates - 1))
+    true = rng.normal(scale=0.3, size=covariates)
+    y = (rng.random(rows) < 1 / (1 + np.exp(-(true[0] + x @ true[1:])))).astype(float)
+    return np.column_stack([np.ones(rows), x]), y
 
-    from flows import connect, prefect_api
-    from flows.analyses.glm_round import GlmRound, used_columns
-    from flows.analyses.glm_table import derive
+
+def simulate(rows: int, covariates: int = COVARIATES, seed: int = SEED) -> pa.Table:
+    """The analysis table: person_id, a 0/1 outcome y and covariates x1..x{covariates - 1}."""
+    import pyarrow as pa
+
+    x, y = simulate_arrays(rows, covariates, seed)
+    columns: dict[str, Any] = {"person_id": np.arange(1, rows + 1, dtype=np.int64), "y": y}
+    columns |= {f"x{j}": x[:, j] for j in range(1, covariates)}
+    return pa.table(columns)
+
+
+def model(covariates: int = COVARIATES) -> tuple[str, dict[str, Any]]:
+    """The formula and the plain analysis table (``data``) of the simulated model."""
+    names = [f"x{j + 1}" for j in range(covariates - 1)]
+    data = {"table": "analysis", "columns": dict.fromkeys(["y", *names], "float")}
+    return "y ~ " + " + ".join(names), data
+
+
+def design(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """The pooled design matrix (intercept first) and outcome of the analysis table."""
+    names = [c for c in table.column_names if c.startswith("x")]
+    x = np.column_stack([np.ones(table.num_rows), *(table[c].to_numpy() for c in names)])
+    return x, table["y"].to_numpy()
+
+
+def build_sites(root: Path, table: pa.Table, sites: int) -> Path:
+    """One in-process site per equal share of ``table``; returns the federation profile."""
+    from flows.demo import DemoSite, build_demo
+
+    bounds = np.linspace(0, table.num_rows, sites + 1).astype(int)
+    parts = []
+    for low, high in itertools.pairwise(bounds):
+        share = table.slice(low, high - low)
+        parts.append({"analysis": share, "person": share.select(["person_id"])})
+    policy_tables: dict[str, Any] = {"analysis": "*", "person": "*"}
+    specs = [
+        DemoSite(f"site-{i:02d}", "EU", 1.0, 10, ("glm_round",), tables=policy_tables)
+        for i in range(sites)
+    ]
+    return build_demo(root, parts, sites=specs)
+
+
+def pooled_fits(table: pa.Table, repeats: int) -> dict[str, Any]:
+    import statsmodels.api as sm
+
+    x, y = design(table)
+    numpy_s = _median_time(lambda: newton_numpy(x, y), repeats)
+    sm_s = _median_time(lambda: sm.GLM(y, x, family=sm.families.Binomial()).fit(tol=1e-12), repeats)
+    beta_np, np_rounds = newton_numpy(x, y)
+    fit = sm.GLM(y, x, family=sm.families.Binomial()).fit(tol=1e-12)
+    return {
+        "numpy_s": numpy_s,
+        "numpy_rounds": np_rounds,
+        "statsmodels_s": sm_s,
+        "beta_numpy": beta_np,
+        "beta_statsmodels": np.asarray(fit.params),
+    }
+
+
+def federated_grid_point(sites: int, rows: int, repeats: int) -> dict[str, Any]:
+    from flows import connect
+    from flows.glm import fit_glm
+
+    table = simulate(rows)
+    formula, data = model()
+    with tempfile.TemporaryDirectory() as tmp:
+        profile = build_sites(Path(tmp), table, sites)
+        with connect(profile) as federation:
+            times, fit = [], None
+            for _ in range(repeats + 1):  # the first fit warms imports and the sites' caches
+                started = time.perf_counter()
+                fit = fit_glm(formula, "binomial", data=data, federation=federation)
+                times.append(time.perf_counter() - started)
+            assert fit is not None
+            exchanged = _bytes_exchanged(federation, fit, formula, data)
+    pooled = pooled_fits(table, repeats)
+    wall = statistics.median(times[1:])
+    beta = fit.coefficients["estimate"].to_numpy()
+    return {
+        "sites": sites,
+        "rows": rows,
+        "covariates": COVARIATES,
+        "rounds": fit.rounds,
+        "federated_fit_s": round(wall, 3),
+        "first_fit_s": round(times[0], 3),
+        "seconds_per_round": round(wall / fit.rounds, 3),
+        "bytes_exchanged": exchanged,
+        "pooled_numpy_newton_s": round(pooled["numpy_s"], 3),
+        "pooled_numpy_rounds": pooled["numpy_rounds"],
+        "pooled_statsmodels_s": round(pooled["statsmodels_s"], 3),
+        "ratio_to_numpy": round(wall / pooled["numpy_s"], 2),
+        "ratio_to_statsmodels": round(wall / pooled["statsmodels_s"], 2),
+        "max_abs_coefficient_difference_vs_statsmodels": float(
+            np.max(np.abs(beta - pooled["beta_statsmodels"]))
+        ),
+    }
+
+
+def _bytes_exchanged(federation: Any, fit: Any, formula: str, data: dict[str, Any]) -> int:
+    """Requests sent (three calls per site and round carry one) and statistics released."""
+    from fedflow.core.messages import Request
+    from fedflow.core.registry import default_registry
+    from flows.analyses.glm_round import design_columns
+
+    analysis = default_registry().get("glm_round")
+    params = analysis.parse_params({"formula": formula, "family": "binomial", "data": data})
+    columns = design_columns(params)
+    raw = params.model_dump(mode="json") | {
+        "columns": columns,
+        "fit_id": uuid.uuid4().hex,
+        "beta": [0.123456789012345678] * len(columns),
+    }
+    request = Request(analysis=analysis.ref(), params=raw, dataset="omop", token=federation.token)
+    request_bytes = len(request.model_dump_json())
+    released = 0
+    for outcome in fit.outcomes:
+        release = federation.transports[outcome.site].release(outcome.job_id or "")
+        released += len(release.model_dump_json())
+    return fit.rounds * (len(fit.outcomes) * 2 * request_bytes + released)
+
+
+def arithmetic(rows: int, sites: int) -> dict[str, Any]:
+    """The sites' statistics over prepared designs, summed and solved, no orchestration."""
+    from fedflow.core import regression
+    from fedflow.core.registry import default_registry
+    from flows.analyses.glm_round import design_columns
+
+    table = simulate(rows)
+    formula, data = model()
+    analysis = default_registry().get("glm_round")
+    first = analysis.parse_params({"formula": formula, "family": "binomial", "data": data})
+    raw = first.model_dump(mode="json") | {"columns": design_columns(first)}
+    base = analysis.parse_params(raw)
+    bounds = np.linspace(0, rows, sites + 1).astype(int)
+    designs = [
+        analysis.prepare({"analysis": table.slice(lo, hi - lo)}, base)
+        for lo, hi in itertools.pairwise(bounds)
+    ]
+
+    def fit() -> tuple[np.ndarray, int]:
+        beta: np.ndarray | None = None
+        for rounds in range(1, 50):
+            params = analysis.parse_params(raw | {"beta": None if beta is None else beta.tolist()})
+            partials = [analysis.local_prepared(d, params) for d in designs]
+            xtwx, xtwz = regression.matrices(regression.merge(partials))
+            new = np.linalg.solve(xtwx, xtwz)
+            if beta is not None and np.max(np.abs(new - beta)) <= 1e-10 * (
+                1 + np.max(np.abs(beta))
+            ):
+                return beta, rounds
+            beta = new
+        raise RuntimeError("no convergence")
+
+    started = time.perf_counter()
+    beta, rounds = fit()
+    fed_s = time.perf_counter() - started
+    pooled = pooled_fits(table, 1)
+    return {
+        "rows": rows,
+        "covariates": COVARIATES,
+        "sites": sites,
+        "rounds": rounds,
+        "sites_statistics_s": round(fed_s, 3),
+        "pooled_numpy_newton_s": round(pooled["numpy_s"], 3),
+        "pooled_statsmodels_s": round(pooled["statsmodels_s"], 3),
+        "ratio_to_numpy": round(fed_s / pooled["numpy_s"], 2),
+        "max_abs_coefficient_difference_vs_statsmodels": float(
+            np.max(np.abs(beta - pooled["beta_statsmodels"]))
+        ),
+    }
+
+
+def federated_eunomia(sites: int, repeats: int) -> dict[str, Any]:
+    from flows import connect
     from flows.demo import ALL, DemoSite, build_demo, eunomia_tables, split_by_person
     from flows.glm import fit_glm
     from flows.glm_example import DATA, FORMULA, TABLES
@@ -59,98 +252,24 @@ def federated_eunomia(sites: int, repeats: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         parts = split_by_person(tables, [1.0] * sites)
         profile = build_demo(Path(tmp), parts, sites=specs)
-        with prefect_api(Path(tmp) / "prefect") as api:
-            api.wait()
-            with connect(profile) as federation:
-                fit_glm(FORMULA, "binomial", data=DATA, federation=federation)  # warm-up
-                times = []
-                for _ in range(repeats):
-                    started = time.perf_counter()
-                    fit = fit_glm(FORMULA, "binomial", data=DATA, federation=federation)
-                    times.append(time.perf_counter() - started)
-                outcome = fit.outcomes[0]
-                release = federation.transports[outcome.site].release(outcome.job_id or "")
-                released_bytes = len(release.partial or b"")
-
-    params = GlmRound().parse_params({"formula": FORMULA, "family": "binomial", "data": DATA})
-    used = used_columns(params)
-    frame = derive(tables, params.data, used).dropna(subset=sorted(used))
-    matrices = model_matrix(FORMULA, frame)
-    x, y = np.asarray(matrices.rhs, dtype=float), np.asarray(matrices.lhs, dtype=float)[:, 0]
-    pooled_sm = _median_time(lambda: sm.GLM(y, x, family=sm.families.Binomial()).fit(), repeats)
-    pooled_np = _median_time(lambda: newton_numpy(x, y), repeats)
+        with connect(profile) as federation:
+            fit_glm(FORMULA, "binomial", data=DATA, federation=federation)  # warm-up
+            times = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                fit = fit_glm(FORMULA, "binomial", data=DATA, federation=federation)
+                times.append(time.perf_counter() - started)
     wall = statistics.median(times)
     return {
         "sites": sites,
-        "persons": int(y.size),
+        "persons": fit.n,
         "rounds": fit.rounds,
         "federated_fit_s": round(wall, 3),
         "seconds_per_round": round(wall / fit.rounds, 3),
-        "released_bytes_per_site_round": released_bytes,
-        "pooled_statsmodels_s": round(pooled_sm, 4),
-        "pooled_numpy_newton_s": round(pooled_np, 4),
     }
 
 
-def arithmetic_at_scale(rows: int, covariates: int, sites: int) -> dict[str, Any]:
-    import statsmodels.api as sm
-
-    from fedflow.core import regression, to_ipc
-    from flows.analyses.glm_round import irls_statistics
-
-    rng = np.random.default_rng(20261128)
-    x = np.column_stack([np.ones(rows), rng.normal(size=(rows, covariates - 1))])
-    true = rng.normal(scale=0.3, size=covariates)
-    y = (rng.random(rows) < 1 / (1 + np.exp(-(x @ true)))).astype(float)
-    columns = [f"x{j}" for j in range(covariates)]
-    pieces = np.array_split(np.arange(rows), sites)
-    zeros, ones = np.zeros(rows), np.ones(rows)
-
-    def federated() -> tuple[np.ndarray, int, int]:
-        beta: np.ndarray | None = None
-        for rounds in range(1, 50):
-            partials = [
-                irls_statistics("binomial", columns, x[i], y[i], zeros[i], ones[i], beta)
-                for i in pieces
-            ]
-            xtwx, xtwz = regression.matrices(regression.merge(partials))
-            new = np.linalg.solve(xtwx, xtwz)
-            if beta is not None and np.max(np.abs(new - beta)) <= 1e-10 * (
-                1 + np.max(np.abs(beta))
-            ):
-                return beta, rounds, len(to_ipc(partials[0]))
-            beta = new
-        raise RuntimeError("no convergence")
-
-    started = time.perf_counter()
-    beta_fed, rounds, size = federated()
-    fed_s = time.perf_counter() - started
-    started = time.perf_counter()
-    beta_np, np_rounds = newton_numpy(x, y)
-    np_s = time.perf_counter() - started
-    started = time.perf_counter()
-    sm_fit = sm.GLM(y, x, family=sm.families.Binomial()).fit(tol=1e-12)
-    sm_s = time.perf_counter() - started
-    return {
-        "rows": rows,
-        "covariates": covariates,
-        "sites": sites,
-        "rounds": rounds,
-        "sites_statistics_s": round(fed_s, 3),
-        "pooled_numpy_newton_s": round(np_s, 3),
-        "pooled_numpy_rounds": np_rounds,
-        "pooled_statsmodels_s": round(sm_s, 3),
-        "ratio_to_numpy": round(fed_s / np_s, 2),
-        "ratio_to_statsmodels": round(fed_s / sm_s, 2),
-        "max_abs_coefficient_difference_vs_statsmodels": float(
-            np.max(np.abs(beta_fed - sm_fit.params))
-        ),
-        "max_abs_coefficient_difference_vs_numpy": float(np.max(np.abs(beta_fed - beta_np))),
-        "partial_bytes": size,
-    }
-
-
-def _median_time(work: Any, repeats: int) -> float:
+def _median_time(work: Callable[[], Any], repeats: int) -> float:
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
@@ -161,19 +280,36 @@ def _median_time(work: Any, repeats: int) -> float:
 
 def main() -> None:
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    results: dict[str, Any] = {"load_average_start": os.getloadavg()[0], "cpus": os.cpu_count()}
     parser = argparse.ArgumentParser(description="Benchmark the exact federated GLM.")
-    parser.add_argument("--sites", type=int, nargs="+", default=[3, 10])
+    parser.add_argument("--sites", type=int, nargs="+", default=list(GRID_SITES))
+    parser.add_argument("--rows", type=int, nargs="+", default=list(GRID_ROWS))
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--eunomia", action="store_true", help="add the Eunomia fit")
+    parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
-    results["eunomia"] = [federated_eunomia(n, repeats=args.repeats) for n in args.sites]
-    results["arithmetic"] = [arithmetic_at_scale(1_000_000, 10, 10)]
+
+    from flows import prefect_api
+
+    results: dict[str, Any] = {"cpus": os.cpu_count(), "load_average_start": os.getloadavg()[0]}
+    results["grid"] = []
+    with tempfile.TemporaryDirectory() as tmp, prefect_api(Path(tmp) / "prefect") as api:
+        api.wait()
+        for rows in args.rows:
+            for sites in args.sites:
+                point = federated_grid_point(sites, rows, args.repeats)
+                point["load_average"] = round(os.getloadavg()[0], 2)
+                print(json.dumps(point), flush=True)
+                results["grid"].append(point)
+        if args.eunomia:
+            results["eunomia"] = [federated_eunomia(n, args.repeats) for n in (3, 10)]
+    results["arithmetic"] = [arithmetic(1_000_000, 10)]
     results["load_average_end"] = os.getloadavg()[0]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 
 
