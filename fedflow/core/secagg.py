@@ -196,21 +196,36 @@ def group_mask(
 # -- fixed-point encoding -------------------------------------------------------------------
 
 
-def encode_reals(values: Sequence[float], group_size: int) -> np.ndarray:
-    """Three words per value (see the module docstring), as one flat uint64 array."""
+def encode_reals(values: Sequence[float] | np.ndarray, group_size: int) -> np.ndarray:
+    """Three words per value (see the module docstring), as one flat uint64 array.
+
+    Vectorised and exact: ``|v| = whole + frac`` splits exactly in float64, ``frac·2^64`` is
+    exact, and one rounding (to nearest, ties to even) gives the low 64 bits; a negative value
+    is then negated in two's complement across the words.
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
     bound = 2.0**63 / group_size
-    out = np.empty(3 * len(values), dtype=np.uint64)
-    for i, value in enumerate(values):
-        if not math.isfinite(value) or abs(value) >= bound:
-            raise EncodingOverflow(
-                f"a value is not finite or at least 2^63/{group_size} in magnitude: it cannot "
-                "be summed securely"
-            )
-        scaled = round(math.ldexp(value, FRACTION_BITS))
-        out[3 * i] = scaled & _LIMB
-        out[3 * i + 1] = (scaled >> 32) & _LIMB
-        out[3 * i + 2] = (scaled >> 64) & _WORD
-    return out
+    if v.size and not (np.all(np.isfinite(v)) and float(np.max(np.abs(v))) < bound):
+        raise EncodingOverflow(
+            f"a value is not finite or at least 2^63/{group_size} in magnitude: it cannot "
+            "be summed securely"
+        )
+    magnitude = np.abs(v)
+    whole = np.floor(magnitude)
+    frac = np.rint(np.ldexp(magnitude - whole, FRACTION_BITS))
+    carry = frac >= 2.0**64
+    whole = whole + carry
+    low = np.where(carry, 0.0, frac).astype(np.uint64)
+    high = whole.astype(np.int64)
+    negative = v < 0
+    borrow = (negative & (low != 0)).astype(np.int64)
+    low = np.where(negative, np.uint64(0) - low, low)
+    high = np.where(negative, -high - borrow, high)
+    out = np.empty((v.size, 3), dtype=np.uint64)
+    out[:, 0] = low & np.uint64(_LIMB)
+    out[:, 1] = low >> np.uint64(32)
+    out[:, 2] = high.view(np.uint64)
+    return out.ravel()
 
 
 def decode_reals(words: np.ndarray) -> list[float]:
