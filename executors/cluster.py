@@ -177,6 +177,7 @@ class SiteCluster:
         self.config = config
         self._cluster: LocalCluster | None = None
         self._ranges: dict[tuple[str, str, int], list[PersonRange]] = {}
+        self._kinds: dict[tuple[str, str], dict[str, bool]] = {}
         if config.scheduler_address:
             self.client = Client(config.scheduler_address, set_as_default=False)
         else:
@@ -284,12 +285,14 @@ class SiteCluster:
         tables: TableColumns,
     ) -> Future:
         """Submit a prepared analysis: one task per partition, on the same worker every round."""
-        person_tables = {t: list(c) for t, c in tables.items() if dataset.is_person_table(t)}
-        shared_tables = {t: list(c) for t, c in tables.items() if t not in person_tables}
         url = dataset.location.url
         files = _listing(dataset)
-        workers = sorted(self.client.nthreads())
-        count = self.config.partitions or 2 * (sum(self.client.nthreads().values()) or 1)
+        kinds = self._person_tables(dataset, files, tables)
+        person_tables = {t: list(c) for t, c in tables.items() if kinds[t]}
+        shared_tables = {t: list(c) for t, c in tables.items() if t not in person_tables}
+        threads = self.client.nthreads()
+        workers = sorted(threads)
+        count = self.config.partitions or 2 * (sum(threads.values()) or 1)
         ranges: list[PersonRange | None] = (
             list(self._partitions(dataset, files, count)) if person_tables else [None]
         )
@@ -322,6 +325,17 @@ class SiteCluster:
                 for i in range(0, len(futures), MERGE_FAN_IN)
             ]
         return futures[0]
+
+    def _person_tables(self, dataset: Dataset, files: str, tables: TableColumns) -> dict[str, bool]:
+        """Which tables have a person_id column, read from their footers once per listing."""
+        known = self._kinds.setdefault((dataset.location.url, files), {})
+        if len(self._kinds) > 16:
+            self._kinds.clear()
+            known = self._kinds.setdefault((dataset.location.url, files), {})
+        for table in tables:
+            if table not in known:
+                known[table] = dataset.is_person_table(table)
+        return {table: known[table] for table in tables}
 
     def _partitions(self, dataset: Dataset, files: str, count: int) -> list[PersonRange]:
         """The dataset's person ranges, read once per listing of its files."""
