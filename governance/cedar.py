@@ -60,6 +60,7 @@ namespace Fedflow {
     finest_date: String,      // "none", "year" or "day": the finest date among the parameters
     min_age?: Long,           // the cohort's age bounds, when the request has them
     max_age?: Long,
+    top_age?: Long,           // the age from which a characterization counts one band
   };
   entity Researcher = {
     bona_fide: Bool,                  // holds a valid ResearcherStatus visa

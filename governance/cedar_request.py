@@ -10,7 +10,8 @@ which policies, or what was refused and why: the ``@reason`` of each ``forbid`` 
 Columns are classified by their OMOP names (:func:`column_kind`) so policies can name kinds
 of columns (a jurisdiction preset refuses birth dates, timestamps and ZIP codes); dates among
 the parameters give the request's ``finest_date`` (``year`` when every date is a year's first
-or last day), and ``min_age``/``max_age`` its age bounds.
+or last day), ``min_age``/``max_age`` its age bounds, and ``top_age`` the age from which a
+characterization counts one band.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Facts:
     finest_date: str = "none"
     min_age: int | None = None
     max_age: int | None = None
+    top_age: int | None = None
     passport: Passport = field(default_factory=Passport)
 
 
@@ -238,6 +240,8 @@ def _context(facts: Facts) -> dict[str, Any]:
         context["min_age"] = facts.min_age
     if facts.max_age is not None:
         context["max_age"] = facts.max_age
+    if facts.top_age is not None:
+        context["top_age"] = facts.top_age
     return context
 
 

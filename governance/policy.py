@@ -284,6 +284,7 @@ class SitePolicy(_Rule):
             finest_date=finest_date(values),
             min_age=_int(params, "min_age"),
             max_age=_int(params, "max_age"),
+            top_age=_int(params, "top_age"),
             passport=passport,
         )
         decided = decide(self.engine, self, facts)

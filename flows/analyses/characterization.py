@@ -17,9 +17,14 @@ GENDERS = {8507: "male", 8532: "female"}
 
 
 class CharacterizationParams(CohortParams):
-    """A cohort and the width of its age bands (years)."""
+    """A cohort, the width of its age bands (years), and the age from which all are one band.
+
+    With ``top_age`` (e.g. 90, as HIPAA Safe Harbor asks), every age from ``top_age`` up is
+    counted in one band ``"90+"``, and the band below it ends at ``top_age - 1``.
+    """
 
     age_band_width: int = Field(default=10, ge=1, le=50)
+    top_age: int | None = Field(default=None, ge=1, le=150)
 
 
 class Characterization(CohortAnalysis):
@@ -31,10 +36,14 @@ class Characterization(CohortAnalysis):
     params_model = CharacterizationParams
 
     def local(self, tables: Mapping[str, pa.Table], params: CharacterizationParams) -> pa.Table:
-        width = params.age_band_width
+        width, top = params.age_band_width, params.top_age
         lower = (pl.col("age") // width) * width
+        upper = lower + width - 1 if top is None else pl.min_horizontal(lower + width, top) - 1
+        band = pl.format("{}-{}", lower, upper)
+        if top is not None:
+            band = pl.when(pl.col("age") >= top).then(pl.lit(f"{top}+")).otherwise(band)
         cohort = self.cohort(tables, params).select(
-            pl.format("{}-{}", lower, lower + width - 1).alias("age_band"),
+            band.alias("age_band"),
             pl.col("gender_concept_id")
             .replace_strict(GENDERS, default="other", return_dtype=pl.String)
             .alias("gender"),
@@ -51,7 +60,9 @@ class Characterization(CohortAnalysis):
         lower = (
             pl.when(pl.col("age_band") == frequency.MARGIN)
             .then(None)
-            .otherwise(pl.col("age_band").str.split("-").list.first().cast(pl.Int64))
+            .otherwise(
+                pl.col("age_band").str.split("-").list.first().str.strip_suffix("+").cast(pl.Int64)
+            )
         )
         ordered = df.sort([lower, pl.col("gender") == frequency.MARGIN, "gender"], nulls_last=True)
         return ordered.to_arrow()

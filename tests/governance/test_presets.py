@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from fedflow.core.messages import Decision, Request, Verdict
+from flows.analyses.characterization import Characterization
 from flows.analyses.cohort_count import CohortCount
 from flows.analyses.numeric_summary import NumericSummary
 from governance.errors import PolicyInvalid
@@ -31,7 +32,11 @@ COHORT = {"domain": "condition", "concept_ids": [192671]}
 def _policy(jurisdiction: str, **sections: Any) -> SitePolicy:
     raw: dict[str, Any] = {
         "jurisdiction": jurisdiction,
-        "analyses": [{"name": "cohort_count"}, {"name": "numeric_summary"}],
+        "analyses": [
+            {"name": "cohort_count"},
+            {"name": "numeric_summary"},
+            {"name": "characterization"},
+        ],
         "datasets": {
             "omop": {
                 "tables": {"person": "*", "condition_occurrence": "*", "location": "*"},
@@ -152,6 +157,34 @@ def test_hipaa_date_parameters_and_ages_over_89(params: dict[str, Any], allowed:
         assert decision.rules[0].startswith("hipaa.safe_harbor.")
         # other jurisdictions do not apply Safe Harbor
         assert decide(_policy("gdpr"), **COHORT, **params).allowed
+
+
+@pytest.mark.parametrize(
+    ("top_age", "allowed"), [(None, False), (95, False), (90, True), (40, True)]
+)
+def test_hipaa_releases_ages_over_89_as_one_band(
+    top_age: int | None, allowed: bool, eunomia: dict[str, Any]
+) -> None:
+    params = {**COHORT, "top_age": top_age} if top_age else COHORT
+    decision = decide(_policy("hipaa"), analysis=Characterization(), **params)
+    assert decision.allowed is allowed
+    assert decide(_policy("gdpr"), analysis=Characterization(), **params).allowed
+    if not allowed:
+        assert decision.rules == ("hipaa.safe_harbor.age_bands_over_89",)
+        return
+    assert top_age is not None
+    analysis = Characterization()
+
+    def persons_by_band(raw: dict[str, Any]) -> dict[str, int]:
+        parsed = analysis.parse_params(raw)
+        rows = analysis.finalize(analysis.local(eunomia, parsed), parsed).to_pylist()
+        return {r["age_band"]: r["count"] for r in rows if r["gender"] == "*"}
+
+    collapsed, plain = persons_by_band(params), persons_by_band(COHORT)
+    assert collapsed["*"] == plain["*"]
+    above = sum(n for band, n in plain.items() if band != "*" and int(band[:2]) >= top_age)
+    assert collapsed.get(f"{top_age}+", 0) == above  # Eunomia's GI bleeds: none at 90 or older
+    assert all(b in ("*", f"{top_age}+") or int(b.split("-")[1]) < top_age for b in collapsed)
 
 
 def test_a_site_switches_off_a_preset_rule() -> None:
