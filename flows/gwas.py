@@ -28,6 +28,7 @@ reported ``withheld`` and not fitted: the answer is the pooled answer or none.
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,6 +138,7 @@ def gwas_flow(
         "family": family,
         "data": glm.data.model_dump(mode="json"),
         "columns": columns,
+        "fit_id": uuid.uuid4().hex,  # the sites keep each partition's dosages for this GWAS
     }
     fit = _Fit(federation, dataset, min_sites)
     with open_session(federation):

@@ -20,9 +20,10 @@ is the pooled fit. Persons with a missing call are left out of that variant's mo
   coefficients.
 
 A site whose workers keep prepared partitions (``executors.cluster.PreparedAnalysis``) reads
-and densifies its genotypes once per fit, not once per round: :meth:`GwasRound.prepare` builds
-the partition's covariate design and its persons-by-variants int8 dosage matrix, keyed by the
-model alone, and :meth:`GwasRound.local_prepared` does a round's arithmetic on it.
+and densifies its genotypes once per GWAS (named by ``fit_id``), not once per round:
+:meth:`GwasRound.prepare` builds the partition's covariate design and its persons-by-variants
+int8 dosage matrix, keyed by the fit and the model, and :meth:`GwasRound.local_prepared` does a
+round's arithmetic on it.
 
 The arithmetic is vectorised over variants (chunks of :data:`CHUNK` variants at a time: the
 pairwise products of the covariates times the weight matrix are one matrix product), so a
@@ -111,6 +112,9 @@ class GwasRoundParams(Params):
     the data, as a GLM's first round does."""
     betas: str | None = Field(default=None, max_length=400_000_000)
     """Per-variant coefficients (:func:`encode_betas`), one row per ``variants`` key."""
+    fit_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
+    """The GWAS this round belongs to (set by the flow): a site may keep each partition's
+    prepared design and dosages between the rounds of that GWAS. None: nothing is kept."""
 
     @model_validator(mode="after")
     def _checked(self) -> GwasRoundParams:
@@ -169,7 +173,10 @@ class GwasRound(Analysis[GwasRoundParams]):
     # -- a partition prepared once and used every round (executors.cluster.PreparedAnalysis) --
 
     def prepared_key(self, params: GwasRoundParams) -> str | None:
-        """What :meth:`prepare` depends on: the model and mode, not the batch or coefficients."""
+        """What :meth:`prepare` depends on: the fit, model and mode, not the batch or
+        coefficients (None without a ``fit_id``: nothing is kept)."""
+        if params.fit_id is None:
+            return None
         return digest_json(params.model_dump(mode="json", include=_PREPARED_BY))
 
     def prepare(self, tables: Mapping[str, pa.Table], params: GwasRoundParams) -> Prepared:
@@ -222,7 +229,7 @@ class GwasRound(Analysis[GwasRoundParams]):
         return partial
 
 
-_PREPARED_BY = {"formula", "family", "data", "columns", "mode"}
+_PREPARED_BY = {"formula", "family", "data", "columns", "mode", "fit_id"}
 
 
 @dataclass(frozen=True)
