@@ -55,6 +55,7 @@ from fedflow.core.messages import MaskSpec
 __all__ = [
     "FRACTION_BITS",
     "MASKABLE",
+    "MAX_CELLS",
     "PROTOCOL",
     "CellsNotAgreed",
     "EncodingOverflow",
@@ -80,6 +81,8 @@ PROTOCOL = "fedflow-secagg/1"
 FRACTION_BITS = 64
 MASKABLE = frozenset({OutputKind.FREQUENCY, OutputKind.REGRESSION})
 """Output kinds whose partials add up, and which :func:`mask_table` can mask."""
+MAX_CELLS = 200_000
+"""The largest agreed key set a site masks (every combination of levels and margins)."""
 METADATA_KEY = b"fedflow.secagg"
 _LIMB = (1 << 32) - 1
 _WORD = (1 << 64) - 1
@@ -262,6 +265,8 @@ def fixed_cells(table: pa.Table, levels: Mapping[str, Sequence[str]]) -> pa.Tabl
         values = list(levels[dim])
         if len(set(values)) != len(values) or frequency.MARGIN in values:
             raise CellsNotAgreed(f"the levels of {dim} must be distinct and not the margin")
+    if math.prod(len(levels[d]) + 1 for d in dims) > MAX_CELLS:
+        raise CellsNotAgreed(f"the agreed key set has more than {MAX_CELLS} cells")
     counts: list[int | None] = table[frequency.COUNT].to_pylist()
     keys = list(zip(*(table[d].to_pylist() for d in dims), strict=True)) if dims else [()]
     if not dims and table.num_rows != 1:

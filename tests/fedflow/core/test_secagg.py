@@ -189,6 +189,9 @@ def test_frequency_tables_are_masked_on_the_agreed_key_set() -> None:
         secagg.fixed_cells(outside, cells)
     with pytest.raises(secagg.CellsNotAgreed):
         secagg.fixed_cells(site_a, {"band": ("0-9",)})
+    huge = {"band": tuple(str(i) for i in range(1000)), "sex": tuple(str(i) for i in range(200))}
+    with pytest.raises(secagg.CellsNotAgreed, match="more than"):
+        secagg.fixed_cells(site_a, huge)
     suppressed = site_a.set_column(2, "count", pa.array([None, 2, 2, 2], pa.int64()))
     with pytest.raises(secagg.CellsNotAgreed):
         secagg.fixed_cells(suppressed, cells)
