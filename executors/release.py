@@ -37,7 +37,7 @@ from fedflow.core import to_ipc
 from fedflow.core.analysis import OutputKind
 from fedflow.core.digest import digest_bytes
 from fedflow.core.messages import JobState, Release, ReleaseOutcome
-from fedflow.core.secagg import SecureAggregationError, SecureAggregationPolicy
+from fedflow.core.secagg import SecureAggregationError
 from governance.airlock import AirlockResult, Outcome
 from governance.airlock import check as airlock_check
 from governance.differencing import DifferencingLedger, total_released
@@ -158,10 +158,6 @@ class ReleaseDesk:
         )
         return release
 
-    def _secure_policy(self) -> SecureAggregationPolicy:
-        found = getattr(self.policy, "secure_aggregation", None)
-        return found if isinstance(found, SecureAggregationPolicy) else SecureAggregationPolicy()
-
     def _site_threshold(self, job: Job) -> int:
         """The airlock's threshold here: 1 (structure only) for a frequency table summed
         securely, whose merged totals the orchestrator suppresses; else the site's own."""
@@ -175,7 +171,7 @@ class ReleaseDesk:
             job.output,
             site=self.name,
             key=self.agreement_key,
-            policy=self._secure_policy(),
+            policy=self.policy.secure_aggregation,
         )
         return None if reason is None else AirlockResult(Outcome.REFUSED, None, 0, (reason,))
 

@@ -31,6 +31,9 @@ Example::
     privacy:                    # airlock: OpenDP noise and a budget (default off)
       enabled: true
       epsilon: 1.0              # per (project, dataset); query_epsilon 0.1 per release
+    secure_aggregation:         # release: masked sums only (default: mask when asked)
+      required: true            # refuse an additive output asked in the clear
+      min_group: 3              # the smallest mask group this site masks for
     analyses:
       - name: cohort_count
         versions: ["1.0"]
@@ -72,6 +75,7 @@ from fedflow.core.analysis import Params
 from fedflow.core.configfile import describe_problems, read_yaml_mapping
 from fedflow.core.controls import Control
 from fedflow.core.messages import Decision, Request, Verdict
+from fedflow.core.secagg import SecureAggregationPolicy
 from governance import duo, presets
 from governance.cedar import CedarEngine, PolicyBlock
 from governance.cedar_compile import ANY, compile_rules
@@ -170,6 +174,7 @@ class SitePolicy(_Rule):
     survival: SurvivalPolicy = Field(default_factory=SurvivalPolicy)
     beacon: BeaconPolicy = Field(default_factory=BeaconPolicy)
     privacy: PrivacyPolicy = Field(default_factory=PrivacyPolicy)
+    secure_aggregation: SecureAggregationPolicy = Field(default_factory=SecureAggregationPolicy)
     analyses: list[AnalysisRule] = Field(default_factory=list)
     datasets: dict[str, DatasetRule] = Field(default_factory=dict)
     access: AccessRule = Field(default_factory=AccessRule)

@@ -75,3 +75,14 @@ def test_a_mask_group_is_sorted_distinct_and_at_least_two() -> None:
         )
     with pytest.raises(ValueError):
         MaskSpec(group=(MaskMember(site="a", public_key=keys[0]),))
+
+
+def test_the_site_policy_carries_the_section_and_validates_it() -> None:
+    from governance.errors import PolicyInvalid
+    from governance.policy import SitePolicy
+
+    assert SitePolicy.parse({}).secure_aggregation == SecureAggregationPolicy()
+    policy = SitePolicy.parse({"secure_aggregation": {"required": True, "min_group": 3}})
+    assert policy.secure_aggregation == SecureAggregationPolicy(required=True, min_group=3)
+    with pytest.raises(PolicyInvalid, match=r"secure_aggregation\.min_group"):
+        SitePolicy.parse({"secure_aggregation": {"min_group": 1}})
