@@ -17,7 +17,7 @@ FixedCells`); otherwise the step runs in the clear, each site suppressing its ow
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -31,7 +31,6 @@ from flows.outcomes import SiteOutcome
 from governance.airlock import Outcome, check_frequency
 
 __all__ = [
-    "LIBRARY_CELLS",
     "MaskGroupIncomplete",
     "SecureAggregationUnavailable",
     "agreed_cells",
@@ -41,11 +40,6 @@ __all__ = [
 ]
 
 Cells = dict[str, tuple[str, ...]]
-
-LIBRARY_CELLS: dict[str, Callable[[Any], Mapping[str, Sequence[str]]]] = {
-    "cohort_count": lambda params: {},  # one count, no dimension
-}
-"""Key sets of library analyses that do not declare ``cell_levels`` themselves (yet)."""
 
 _KEYS: weakref.WeakKeyDictionary[SiteTransport, str] = weakref.WeakKeyDictionary()
 
@@ -74,13 +68,9 @@ def agreed_cells(
     """The key set of ``analysis``'s frequency table for ``params``, or None if unknown."""
     if cells is not None:
         return {d: tuple(levels) for d, levels in cells.items()}
-    if isinstance(analysis, secagg.FixedCells):
-        declared = analysis.cell_levels(params)
-    elif analysis.name in LIBRARY_CELLS:
-        declared = LIBRARY_CELLS[analysis.name](params)
-    else:
+    if not isinstance(analysis, secagg.FixedCells):
         return None
-    return {d: tuple(levels) for d, levels in declared.items()}
+    return {d: tuple(levels) for d, levels in analysis.cell_levels(params).items()}
 
 
 def maskable(

@@ -65,6 +65,12 @@ class CohortCount(CohortAnalysis):
     def finalize(self, partial: pa.Table, params: CohortCountParams) -> pa.Table:
         return partial
 
+    def cell_levels(self, params: CohortCountParams) -> dict[str, list[str]]:
+        # The table's cells, known before any data is read: one count, no dimension. Declaring
+        # them lets the orchestrator sum the sites' counts securely (masked, see
+        # docs/secure-aggregation.md), so it learns only the total.
+        return {}
+
 
 if __name__ == "__main__":  # pragma: no cover - the runnable example
     from flows.demo import run_example
