@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from flows.km import KmResult, run_km
     from flows.lineage import Lineage, read_lineage
     from flows.outcomes import FederatedResult, SiteOutcome, SiteStatus
+    from flows.secure import MaskGroupIncomplete, SecureAggregationUnavailable
     from flows.server import prefect_api
 
 _EXPORTS = {
@@ -73,6 +74,8 @@ _EXPORTS = {
     "FederatedResult": "flows.outcomes",
     "SiteOutcome": "flows.outcomes",
     "SiteStatus": "flows.outcomes",
+    "MaskGroupIncomplete": "flows.secure",
+    "SecureAggregationUnavailable": "flows.secure",
     "prefect_api": "flows.server",
 }
 
@@ -87,11 +90,13 @@ __all__ = [
     "KmResult",
     "Lineage",
     "LineageNotFound",
+    "MaskGroupIncomplete",
     "OutputKind",
     "Params",
     "ProfileInvalid",
     "QuorumNotMet",
     "ReviewPending",
+    "SecureAggregationUnavailable",
     "SiteOutcome",
     "SiteStatus",
     "TableColumns",
