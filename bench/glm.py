@@ -16,7 +16,12 @@ Run ``python bench/glm.py`` (the grid below; ``--sites 3 10 --rows 100000`` for 
 2. **Arithmetic.** The sites' statistics alone (``GlmRound.local_prepared`` over prepared
    designs, summed and solved round by round, no orchestration) against the same pooled fits:
    the floor the orchestration sits on.
-3. **Eunomia** (``--eunomia``): the GI-bleeding model over 3 and 10 OMOP sites.
+3. **Stages** (``--stages``): one fit's rounds driven straight through the site transports,
+   site after site, without Prefect: the seconds each site spends per round in the pre-gate
+   (``check``), in ``submit`` (which runs the gate again and queues the job), waiting for the
+   job (Dask and the arithmetic) and in ``release`` (airlock, receipt). Where a round's time
+   goes.
+4. **Eunomia** (``--eunomia``): the GI-bleeding model over 3 and 10 OMOP sites.
 """
 
 from __future__ import annotations
@@ -240,6 +245,57 @@ def arithmetic(rows: int, sites: int) -> dict[str, Any]:
     }
 
 
+def stages(sites: int, rows: int, rounds: int = 5) -> dict[str, Any]:
+    """Per site and round: seconds in check, submit, the job and release (median over rounds)."""
+    from fedflow.core import regression
+    from fedflow.core.messages import Request
+    from fedflow.core.registry import default_registry
+    from flows import connect
+    from flows.analyses.glm_round import design_columns
+
+    formula, data = model()
+    analysis = default_registry().get("glm_round")
+    first = analysis.parse_params({"formula": formula, "family": "binomial", "data": data})
+    raw = first.model_dump(mode="json") | {
+        "columns": design_columns(first),
+        "fit_id": uuid.uuid4().hex,
+    }
+    spent: dict[str, list[float]] = {"check": [], "submit": [], "job": [], "release": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        profile = build_sites(Path(tmp), simulate(rows), sites)
+        with connect(profile) as federation:
+            beta = None
+            for round_no in range(rounds):
+                totals = dict.fromkeys(spent, 0.0)
+                partials = []
+                for transport in federation.transports.values():
+                    params = analysis.parse_params(raw | {"beta": beta})
+                    request = Request(
+                        analysis=analysis.ref(),
+                        params=params.model_dump(mode="json"),
+                        dataset="omop",
+                        token=federation.token,
+                    )
+                    t0 = time.perf_counter()
+                    transport.check(request)
+                    t1 = time.perf_counter()
+                    job = transport.submit(request)
+                    t2 = time.perf_counter()
+                    transport.wait(job, 600)
+                    t3 = time.perf_counter()
+                    partials.append(transport.release(job).table())
+                    t4 = time.perf_counter()
+                    for key, took in zip(spent, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                        totals[key] += took
+                if round_no > 0:  # the first round also prepares the designs
+                    for key in spent:
+                        spent[key].append(totals[key] / sites)
+                xtwx, xtwz = regression.matrices(regression.merge(partials))
+                beta = np.linalg.solve(xtwx, xtwz).tolist()
+    per_site = {f"{key}_ms": round(1000 * statistics.median(v), 1) for key, v in spent.items()}
+    return {"sites": sites, "rows": rows, "per_site_and_round": per_site}
+
+
 def federated_eunomia(sites: int, repeats: int) -> dict[str, Any]:
     from flows import connect
     from flows.demo import ALL, DemoSite, build_demo, eunomia_tables, split_by_person
@@ -289,11 +345,20 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=list(GRID_ROWS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--eunomia", action="store_true", help="add the Eunomia fit")
+    parser.add_argument("--stages", action="store_true", help="only the per-stage timing")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 
     from flows import prefect_api
 
+    if args.stages:
+        timing = [stages(n, r) for r in args.rows for n in args.sites]
+        print(json.dumps(timing, indent=2))
+        if args.output.exists():
+            saved = json.loads(args.output.read_text())
+            saved["stages"] = timing
+            args.output.write_text(json.dumps(saved, indent=2) + "\n")
+        return
     results: dict[str, Any] = {"cpus": os.cpu_count(), "load_average_start": os.getloadavg()[0]}
     results["grid"] = []
     with tempfile.TemporaryDirectory() as tmp, prefect_api(Path(tmp) / "prefect") as api:
