@@ -21,7 +21,11 @@ Run ``python bench/glm.py`` (the grid below; ``--sites 3 10 --rows 100000`` for 
    (``check``), in ``submit`` (which runs the gate again and queues the job), waiting for the
    job (Dask and the arithmetic) and in ``release`` (airlock, receipt). Where a round's time
    goes.
-4. **Eunomia** (``--eunomia``): the GI-bleeding model over 3 and 10 OMOP sites.
+4. **Orchestration** (``--orchestration``): one fit's rounds as the ordinary federated step
+   inside one flow, with the sites' stages in threads (as ``fit_glm`` runs them) or as a
+   Prefect task run each (as before), with secure aggregation on (the default) or off: the
+   median seconds per round of each.
+5. **Eunomia** (``--eunomia``): the GI-bleeding model over 3 and 10 OMOP sites.
 """
 
 from __future__ import annotations
@@ -296,6 +300,65 @@ def stages(sites: int, rows: int, rounds: int = 5) -> dict[str, Any]:
     return {"sites": sites, "rows": rows, "per_site_and_round": per_site}
 
 
+def orchestration(sites: int, rows: int, rounds: int = 5) -> dict[str, Any]:
+    """Median seconds per round: stages in threads or as task runs, secure aggregation or not."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prefect import flow
+
+    from fedflow.core import regression
+    from fedflow.core.registry import default_registry
+    from flows import connect
+    from flows.analyses.glm_round import design_columns
+    from flows.federated import _federated_step
+    from flows.federation import open_session
+
+    formula, data = model()
+    analysis = default_registry().get("glm_round")
+    first = analysis.parse_params({"formula": formula, "family": "binomial", "data": data})
+
+    @flow(name="glm-bench-rounds")
+    def fit(profile: str, secure: bool | None, threads: bool) -> list[float]:
+        raw = first.model_dump(mode="json") | {
+            "columns": design_columns(first),
+            "fit_id": uuid.uuid4().hex,
+        }
+        took, beta = [], None
+        with open_session(profile) as session, ThreadPoolExecutor(sites) as pool:
+            for _ in range(rounds):
+                started = time.perf_counter()
+                step = _federated_step(
+                    session,
+                    "glm_round",
+                    raw | {"beta": beta},
+                    None,
+                    None,
+                    1,
+                    600.0,
+                    secure=secure,
+                    pool=pool if threads else None,
+                )
+                took.append(time.perf_counter() - started)
+                xtwx, xtwz = regression.matrices(step.result.to_arrow())
+                beta = np.linalg.solve(xtwx, xtwz).tolist()
+        return took
+
+    modes = {
+        "threads_secure": (None, True),
+        "threads_clear": (False, True),
+        "task_runs_secure": (None, False),
+    }
+    out: dict[str, Any] = {"sites": sites, "rows": rows}
+    with tempfile.TemporaryDirectory() as tmp:
+        profile = build_sites(Path(tmp), simulate(rows), sites)
+        with connect(profile):
+            fit(str(profile), None, True)  # warm-up
+            for name, (secure, threads) in modes.items():
+                took = fit(str(profile), secure, threads)
+                out[f"{name}_round_s"] = round(statistics.median(took[1:]), 3)
+    return out
+
+
 def federated_eunomia(sites: int, repeats: int) -> dict[str, Any]:
     from flows import connect
     from flows.demo import ALL, DemoSite, build_demo, eunomia_tables, split_by_person
@@ -346,17 +409,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--eunomia", action="store_true", help="add the Eunomia fit")
     parser.add_argument("--stages", action="store_true", help="only the per-stage timing")
+    parser.add_argument("--orchestration", action="store_true", help="only the round modes")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 
     from flows import prefect_api
 
-    if args.stages:
-        timing = [stages(n, r) for r in args.rows for n in args.sites]
+    if args.stages or args.orchestration:
+        key, measure = ("stages", stages) if args.stages else ("orchestration", orchestration)
+        with tempfile.TemporaryDirectory() as tmp, prefect_api(Path(tmp) / "prefect") as api:
+            api.wait()
+            timing = [measure(n, r) for r in args.rows for n in args.sites]
         print(json.dumps(timing, indent=2))
         if args.output.exists():
             saved = json.loads(args.output.read_text())
-            saved["stages"] = timing
+            saved[key] = timing
             args.output.write_text(json.dumps(saved, indent=2) + "\n")
         return
     results: dict[str, Any] = {"cpus": os.cpu_count(), "load_average_start": os.getloadavg()[0]}
