@@ -86,6 +86,15 @@ def run(
             help="Seconds to wait while a site holds the result for its custodian's review.",
         ),
     ] = 300.0,
+    secure: Annotated[
+        bool | None,
+        typer.Option(
+            "--secure/--no-secure",
+            help="Secure aggregation of an analysis step: --secure requires it, --no-secure "
+            "turns it off; by default it is used where the output is additive.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run ANALYSIS over the sites of a federation and print the merged result and outcomes."""
     if plot is not None and analysis not in ("km", "gwas"):
@@ -159,6 +168,7 @@ def run(
                 min_sites=min_sites,
                 token=token,
                 review_timeout=review_timeout,
+                secure=secure,
             )
     except QuorumNotMet as exc:
         if output == "json":

@@ -35,6 +35,20 @@ def test_run_prints_result_and_site_outcomes_as_json(demo_profile) -> None:
     assert document["result_digest"].startswith("sha256:")
 
 
+def test_secure_aggregation_is_on_by_default_and_can_be_turned_off(demo_profile) -> None:
+    for flag, masked in (([], True), (["--no-secure"], False)):
+        args = ["run", "cohort_count", "-f", str(demo_profile), "--params", GI_BLEED, *flag]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        document = json.loads(result.stdout)
+        assert document["result"] == [{"count": 479}]
+        notes = [
+            any("masked for secure aggregation" in r for r in s["reasons"])
+            for s in document["sites"]
+        ]
+        assert notes == [masked] * len(DEMO_SITES)
+
+
 def test_run_as_table_and_refusals(demo_profile, tmp_path) -> None:
     params = tmp_path / "params.json"
     params.write_text(json.dumps({"table": "person", "column": "year_of_birth"}))
