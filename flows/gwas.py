@@ -11,7 +11,9 @@ equal statsmodels' ``GLM`` on the concatenated data, variant by variant.
 2. One round over every variant of the region at the null model's coefficients (dosage 0):
    these statistics give the **score test** for every variant (``test="score"`` stops here).
 3. ``test="wald"``: Newton rounds over the variants not yet converged, each carrying its own
-   coefficients, until every step is below ``tol`` (a linear model is exact after step 2).
+   coefficients, until every step is below ``tol`` (a linear model is exact after step 2); a
+   round is one federated step per ``wald_batch`` variants (Prefect caps a flow run's
+   parameters at 512 KiB), cheap at sites that keep their prepared partitions.
 
 From Python::
 
@@ -50,9 +52,20 @@ from flows.federation import FederationSession, open_session
 from flows.fitting import check_contributors, in_session, wald_columns
 from flows.outcomes import SiteOutcome
 
-__all__ = ["CHI2_MEDIAN", "GwasDidNotFit", "GwasOptions", "GwasResult", "fit_gwas", "gwas_flow"]
+__all__ = [
+    "CHI2_MEDIAN",
+    "WALD_BATCH",
+    "GwasDidNotFit",
+    "GwasOptions",
+    "GwasResult",
+    "fit_gwas",
+    "gwas_flow",
+]
 
 ANALYSIS = "gwas_round"
+WALD_BATCH = 5000
+"""Variants per Wald step after the first: each carries its key and coefficients in the
+request, and Prefect refuses flow-run parameters over 512 KiB (about 70 bytes a variant)."""
 CHI2_MEDIAN = 0.454936423119572
 """The median of a chi-squared distribution with one degree of freedom (lambda's divisor)."""
 
@@ -76,6 +89,7 @@ class GwasOptions(BaseModel):
     end: int | None = Field(default=None, ge=1)
     max_rounds: int = Field(default=25, ge=1, le=100)
     tol: float = Field(default=1e-10, gt=0, lt=1e-3)
+    wald_batch: int = Field(default=5000, ge=1, le=6000)
 
 
 @dataclass(frozen=True)
@@ -128,6 +142,7 @@ def gwas_flow(
     min_sites: int = 1,
     max_rounds: int = 25,
     tol: float = 1e-10,
+    wald_batch: int = WALD_BATCH,
 ) -> GwasResult:
     """Run a GWAS over the sites of ``federation`` (a profile path); see the module docstring."""
     logger = get_run_logger()
@@ -160,12 +175,14 @@ def gwas_flow(
             rounds = 1
             while family == "binomial" and estimate.pending().size and rounds < max_rounds:
                 todo = estimate.pending()
-                raw = base | {
-                    "mode": "variants",
-                    "variants": [data0.variant[i] for i in todo],
-                    "betas": encode_betas(estimate.evaluated[todo]),
-                }
-                estimate.update(gwas.arrays(fit.step(raw)), family, tol)
+                for lo in range(0, len(todo), wald_batch):  # Prefect caps a run's parameters
+                    part = todo[lo : lo + wald_batch]
+                    raw = base | {
+                        "mode": "variants",
+                        "variants": [data0.variant[i] for i in part],
+                        "betas": encode_betas(estimate.evaluated[part]),
+                    }
+                    estimate.update(gwas.arrays(fit.step(raw)), family, tol)
                 rounds += 1
                 logger.info(
                     "wald round %d: %d variant(s) still moving", rounds, estimate.pending().size
@@ -215,6 +232,7 @@ def fit_gwas(
     min_sites: int = 1,
     max_rounds: int = 25,
     tol: float = 1e-10,
+    wald_batch: int = 5000,
     token: str | None = None,
 ) -> GwasResult:
     """Run a federated GWAS of ``formula`` (phenotype ~ covariates); see the module docstring."""
@@ -228,6 +246,7 @@ def fit_gwas(
         "min_sites": min_sites,
         "max_rounds": max_rounds,
         "tol": tol,
+        "wald_batch": wald_batch,
     }
     return in_session(federation, token, lambda path: gwas_flow(formula, family, path, **options))
 

@@ -192,9 +192,9 @@ class GwasRound(Analysis[GwasRoundParams]):
         """This round's statistics over a prepared partition."""
         x, y = prepared.x, prepared.y
         if params.mode == "null":
-            g = np.zeros((len(y), 1))
-            beta = None if params.beta is None else np.asarray(params.beta)[None, :]
-            stats = statistics(params.family, x, y, g, beta, None, dosage=False)
+            called = np.zeros((len(y), 1), dtype=np.int8)
+            beta = None if params.beta is None else np.asarray(params.beta)
+            stats = statistics(params.family, x, y, called, beta, dosage=False)
             return gwas.from_arrays(params.family, params.design(), [gwas.NULL_MODEL], **stats)
         assert prepared.variants is not None and prepared.genotypes is not None
         keys, ids, betas = _batch(prepared.variants, params)
@@ -204,16 +204,9 @@ class GwasRound(Analysis[GwasRoundParams]):
         parts = []
         for lo in range(0, len(ids), CHUNK):
             hi = min(lo + CHUNK, len(ids))
-            g = prepared.genotypes[:, columns[lo:hi]].astype(np.float64)
-            g[g < 0] = np.nan
-            start: np.ndarray | None
-            slope: np.ndarray | None
-            if betas is not None:
-                start, slope = betas[lo:hi, :-1], betas[lo:hi, -1]
-            else:
-                start = None if shared is None else np.broadcast_to(shared, (hi - lo, len(shared)))
-                slope = None if shared is None else np.zeros(hi - lo)
-            parts.append(statistics(params.family, x, y, g, start, slope, dosage=True))
+            block = prepared.genotypes[:, columns[lo:hi]]
+            coefficients = betas[lo:hi] if betas is not None else shared
+            parts.append(statistics(params.family, x, y, block, coefficients))
         stats = {
             name: np.concatenate([p[name] for p in parts])
             if parts
@@ -346,72 +339,74 @@ def statistics(
     family: str,
     x: np.ndarray,
     y: np.ndarray,
-    g: np.ndarray,
-    start: np.ndarray | None,
-    slope: np.ndarray | None,
+    dosages: np.ndarray,
+    beta: np.ndarray | None,
     *,
-    dosage: bool,
+    dosage: bool = True,
 ) -> dict[str, np.ndarray]:
     """Per-variant statistics of :mod:`fedflow.core.gwas` for ``c`` variants at once.
 
-    ``x`` is n by p (covariates), ``y`` n, ``g`` n by c dosages (NaN: missing). ``start`` is
-    c by p covariate coefficients and ``slope`` c dosage coefficients (None: start from the
-    data). Without ``dosage`` the design is the covariates only (``g`` must be n by 1, all
-    called: the null model).
+    ``x`` is n by p (covariates), ``y`` n, ``dosages`` n by c int8 (-1: missing). ``beta`` is
+    None (start from the data), the p covariate coefficients shared by every variant with the
+    dosage's at 0 (the null model: every sum is then one matrix product over the call mask and
+    the dosages), or c by p + 1 coefficients, one row per variant (dosage last). Without
+    ``dosage`` the design is the covariates only (``dosages`` n by 1, all called: the null
+    model). ``zwz`` is filled for a linear model only (0 otherwise: nothing uses it).
     """
     n_obs, p = x.shape
-    c = g.shape[1]
-    called = ~np.isnan(g)
+    c = dosages.shape[1]
+    called = dosages >= 0
     m = called.astype(np.float64)
-    gz = np.where(called, g, 0.0)
-    if start is None:
-        mu0 = y if family == "gaussian" else (y + 0.5) / 2
-        eta = np.broadcast_to(
-            (mu0 if family == "gaussian" else np.log(mu0 / (1 - mu0)))[:, None], (n_obs, c)
-        )
-    else:
-        eta = x @ start.T
-        if dosage and slope is not None:
-            eta = eta + gz * slope[None, :]
-    if family == "gaussian":
-        mu, variance = eta, np.ones_like(eta)
-    else:
-        mu = 1 / (1 + np.exp(-eta))
-        variance = mu * (1 - mu)
-    w = variance * m
-    resid = (y[:, None] - mu) * m
-    wz = w * eta + resid  # W z, with z = eta + (y - mu) / V: finite as mu nears 0 or 1
-    with np.errstate(divide="ignore", invalid="ignore"):
-        zwz = np.where(w > 0, wz * wz / np.where(w > 0, w, 1.0), 0.0).sum(axis=0)
-    pairs = [(a, b) for a in range(p) for b in range(a, p)]
-    products = (
-        np.stack([x[:, a] * x[:, b] for a, b in pairs], axis=1) if p else np.zeros((n_obs, 0))
-    )
+    gz = np.maximum(dosages, 0).astype(np.float64)
     k = p + 1 if dosage else p
+    pairs = [(a, b) for a in range(p) for b in range(a, p)]
+    products = np.stack([x[:, a] * x[:, b] for a, b in pairs], axis=1)
     xtwx = np.empty((c, k, k))
-    block = products.T @ w  # (pairs, c)
+    xtwz = np.empty((c, k))
+    gaussian = family == "gaussian"
+    if beta is None or beta.ndim == 1:
+        if beta is None:  # start from the data, as statsmodels and R do
+            mu = y.copy() if gaussian else (y + 0.5) / 2
+            eta = mu if gaussian else np.log(mu / (1 - mu))
+        else:
+            eta = x @ beta
+            mu = eta if gaussian else 1 / (1 + np.exp(-eta))
+        variance = np.ones(n_obs) if gaussian else mu * (1 - mu)
+        q = variance * eta + (y - mu)  # W z per person, z = eta + (y - mu) / V
+        block = (products * variance[:, None]).T @ m
+        xtwz[:, :p] = ((x * q[:, None]).T @ m).T
+        zwz = ((q * q) / variance) @ m if gaussian else np.zeros(c)
+        if dosage:
+            xtwx[:, :p, p] = xtwx[:, p, :p] = ((x * variance[:, None]).T @ gz).T
+            xtwx[:, p, p] = variance @ (gz * gz)
+            xtwz[:, p] = q @ gz
+    else:
+        eta = x @ beta[:, :p].T + gz * beta[:, p]
+        mu = eta if gaussian else 1 / (1 + np.exp(-eta))
+        variance = np.ones_like(eta) if gaussian else mu * (1 - mu)
+        w = variance * m
+        wz = (variance * eta + (y[:, None] - mu)) * m
+        block = products.T @ w
+        xtwz[:, :p] = (x.T @ wz).T
+        zwz = (wz * wz).sum(axis=0) if gaussian else np.zeros(c)  # W = 1: (W z)² = W z²
+        wg = w * gz
+        xtwx[:, :p, p] = xtwx[:, p, :p] = (x.T @ wg).T
+        xtwx[:, p, p] = (wg * gz).sum(axis=0)
+        xtwz[:, p] = (wz * gz).sum(axis=0)
     for i, (a, b) in enumerate(pairs):
         xtwx[:, a, b] = xtwx[:, b, a] = block[i]
-    xtwz = np.empty((c, k))
-    xtwz[:, :p] = (x.T @ wz).T
     ones = np.full((c, k), -1, dtype=np.int64)
     for a in range(p):
         column = x[:, a]
         if np.all((column == 0) | (column == 1)):
             ones[:, a] = np.rint(column @ m).astype(np.int64)
     if dosage:
-        wg = w * gz
-        xtwx[:, :p, p] = xtwx[:, p, :p] = (x.T @ wg).T
-        xtwx[:, p, p] = (wg * gz).sum(axis=0)
-        xtwz[:, p] = (gz * wz).sum(axis=0)
-        binary = ~np.any(called & (gz > 1), axis=0)
-        ones[:, p] = np.where(binary, np.rint((gz == 1).sum(axis=0)), -1)
-    case = (y == 1).astype(np.float64)
-    control = (y == 0).astype(np.float64)
+        binary = ~np.any(dosages > 1, axis=0)
+        ones[:, p] = np.where(binary, np.count_nonzero(dosages == 1, axis=0), -1)
     return {
-        "n": np.rint(m.sum(axis=0)).astype(np.int64),
-        "cases": np.rint(case @ m).astype(np.int64),
-        "controls": np.rint(control @ m).astype(np.int64),
+        "n": np.count_nonzero(called, axis=0).astype(np.int64),
+        "cases": np.rint((y == 1).astype(np.float64) @ m).astype(np.int64),
+        "controls": np.rint((y == 0).astype(np.float64) @ m).astype(np.int64),
         "allele_count": np.rint(gz.sum(axis=0)).astype(np.int64),
         "zwz": zwz,
         "xtwx": xtwx,

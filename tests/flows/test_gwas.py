@@ -75,12 +75,16 @@ def test_federated_wald_equals_pooled_statsmodels_per_variant(
     tmp_path: Path,
 ) -> None:
     result = fit_gwas(
-        "case ~ female + pc1 + pc2", "binomial", federation=federation, data=EPACTS_DATA
+        "case ~ female + pc1 + pc2",
+        "binomial",
+        federation=federation,
+        data=EPACTS_DATA,
+        wald_batch=3,  # two federated steps per Newton round after the first
     )
     phenotype, calls = _pooled(epacts[0])
     assert result.results.height == 5 and set(result.results["status"]) == {"ok"}
     assert {o.status.value for o in result.outcomes} == {"released"}
-    assert result.rounds <= 12
+    assert result.rounds <= 20
     chi2 = []
     for row in result.results.iter_rows(named=True):
         frame = _design(phenotype, calls, row["variant"])
