@@ -183,6 +183,7 @@ def main() -> None:
     parser.add_argument("--tests", nargs="+", default=["score", "wald"], choices=["score", "wald"])
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--output", type=Path, default=RESULTS, help="results file (JSON)")
     args = parser.parse_args()
 
     from flows.server import prefect_api
@@ -213,8 +214,8 @@ def main() -> None:
                 "fixed_seconds": round(intercept, 2),
             }
     results["load_average_end"] = os.getloadavg()[0]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps({k: v for k, v in results.items() if k != "points"}, indent=2))
 
 

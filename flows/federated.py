@@ -33,6 +33,9 @@ from governance.errors import CheckpointInvalid
 
 __all__ = ["federated_analysis", "run_analysis"]
 
+ARTIFACT_ROWS = 1000
+"""Rows of a result shown in its Prefect table artifact (a GWAS has one per variant)."""
+
 
 @flow(name="federated-analysis", flow_run_name="{analysis}")
 def federated_analysis(
@@ -344,10 +347,16 @@ def _federated_step(
             "rows": frame.height,
         },
     )
+    shown = frame.head(ARTIFACT_ROWS)
+    more = (
+        f"; the first {ARTIFACT_ROWS} of {frame.height} rows" if frame.height > shown.height else ""
+    )
     create_table_artifact(
         key=f"{_slug(name)}-result",
-        table=frame.to_dicts(),
-        description=f"{request.analysis}: {len(partials)} site(s), request {request.request_id}",
+        table=shown.to_dicts(),
+        description=(
+            f"{request.analysis}: {len(partials)} site(s), request {request.request_id}{more}"
+        ),
     )
     return FederatedResult(
         analysis=request.analysis,
