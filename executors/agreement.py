@@ -15,16 +15,15 @@ for (``secure_aggregation.min_group``), and, when its policy requires secure agg
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pyarrow as pa
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from executors.errors import SiteError
 from fedflow.core import secagg
 from fedflow.core.analysis import OutputKind
+from fedflow.core.keyfile import load_or_create_key
 from fedflow.core.messages import Request
 from fedflow.core.secagg import SecureAggregationPolicy
 
@@ -45,28 +44,15 @@ class AgreementKey:
     @classmethod
     def load_or_create(cls, path: Path) -> AgreementKey:
         """Read the PKCS8 PEM key at ``path``, or make one there (mode 0600) if absent."""
-        path = Path(path)
-        if not path.exists():
-            key = X25519PrivateKey.generate()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pem = key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
+        return cls(
+            load_or_create_key(
+                path,
+                X25519PrivateKey,
+                X25519PrivateKey.generate,
+                what="key-agreement key",
+                error=AgreementKeyInvalid,
             )
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(pem)
-            return cls(key)
-        try:
-            loaded = serialization.load_pem_private_key(path.read_bytes(), None)
-        except (OSError, ValueError, TypeError) as exc:
-            raise AgreementKeyInvalid(
-                f"cannot read key-agreement key {path}: {type(exc).__name__}"
-            ) from None
-        if not isinstance(loaded, X25519PrivateKey):
-            raise AgreementKeyInvalid(f"{path} does not hold an X25519 private key")
-        return cls(loaded)
+        )
 
     def mask(
         self, table: pa.Table, kind: OutputKind, *, site: str, request: Request, threshold: int

@@ -11,7 +11,6 @@ raises :class:`ReceiptInvalid` naming what did not match (never a value from the
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from fedflow.core.controls import Control
 from fedflow.core.digest import digest_bytes
+from fedflow.core.keyfile import load_or_create_key
 from fedflow.core.messages import Receipt, Release, Request
 from governance.errors import IssuerKeyInvalid, ReceiptInvalid
 
@@ -84,28 +84,15 @@ class ReceiptKey:
     @classmethod
     def load_or_create(cls, path: Path) -> ReceiptKey:
         """Read the PKCS8 PEM key at ``path``, or make one there (mode 0600) if absent."""
-        path = Path(path)
-        if not path.exists():
-            key = Ed25519PrivateKey.generate()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pem = key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
+        return cls(
+            load_or_create_key(
+                path,
+                Ed25519PrivateKey,
+                Ed25519PrivateKey.generate,
+                what="receipt key",
+                error=IssuerKeyInvalid,
             )
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(pem)
-            return cls(key)
-        try:
-            loaded = serialization.load_pem_private_key(path.read_bytes(), None)
-        except (OSError, ValueError, TypeError) as exc:
-            raise IssuerKeyInvalid(
-                f"cannot read receipt key {path}: {type(exc).__name__}"
-            ) from None
-        if not isinstance(loaded, Ed25519PrivateKey):
-            raise IssuerKeyInvalid(f"{path} does not hold an Ed25519 private key")
-        return cls(loaded)
+        )
 
     def sign(self, release: Release) -> Receipt:
         """A signed receipt for ``release`` (over its site, job, outcome and digests)."""
