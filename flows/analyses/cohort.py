@@ -12,7 +12,7 @@ person ids of the partition's cohort, which the site keeps and never releases.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any, Literal
 
@@ -22,7 +22,7 @@ from pydantic import Field, model_validator
 
 from fedflow.core import Analysis, CountsCohort, Params, TableColumns
 
-__all__ = ["DOMAINS", "CohortAnalysis", "CohortParams", "Domain"]
+__all__ = ["DOMAINS", "CohortAnalysis", "CohortParams", "Domain", "concept_set"]
 
 Domain = Literal["condition", "drug", "procedure", "measurement", "observation", "visit"]
 
@@ -35,6 +35,19 @@ DOMAINS: dict[str, tuple[str, str, str]] = {
     "visit": ("visit_occurrence", "visit_concept_id", "visit_start_date"),
 }
 """Domain name to (table, concept column, event date column)."""
+
+
+def concept_set(
+    tables: Mapping[str, pa.Table], concept_ids: Sequence[int], include_descendants: bool
+) -> pl.Series:
+    """The concept ids, with their descendants through ``concept_ancestor`` when asked."""
+    concepts = pl.Series(concept_ids, dtype=pl.Int64)
+    if include_descendants:
+        ancestry = pl.from_arrow(tables["concept_ancestor"])
+        assert isinstance(ancestry, pl.DataFrame)
+        below = ancestry.filter(pl.col("ancestor_concept_id").is_in(concepts.implode()))
+        concepts = pl.concat([concepts, below["descendant_concept_id"].cast(pl.Int64)]).unique()
+    return concepts
 
 
 class CohortParams(Params):
@@ -86,12 +99,7 @@ class CohortAnalysis(Analysis[Any], CountsCohort):
     def cohort(tables: Mapping[str, pa.Table], params: CohortParams) -> pl.DataFrame:
         """One row per person in the cohort: person_id, index_date, age, gender_concept_id."""
         table, concept, when = DOMAINS[params.domain]
-        concepts = pl.Series(params.concept_ids, dtype=pl.Int64)
-        if params.include_descendants:
-            ancestry = pl.from_arrow(tables["concept_ancestor"])
-            assert isinstance(ancestry, pl.DataFrame)
-            below = ancestry.filter(pl.col("ancestor_concept_id").is_in(concepts.implode()))
-            concepts = pl.concat([concepts, below["descendant_concept_id"].cast(pl.Int64)]).unique()
+        concepts = concept_set(tables, params.concept_ids, params.include_descendants)
         events = pl.from_arrow(tables[table])
         assert isinstance(events, pl.DataFrame)
         events = events.filter(pl.col(concept).is_in(concepts.implode()))

@@ -41,7 +41,7 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from fedflow.core import Params
-from flows.analyses.cohort import DOMAINS, Domain
+from flows.analyses.cohort import DOMAINS, Domain, concept_set
 
 __all__ = ["BUILTINS", "AnalysisTable", "Variable", "derive"]
 
@@ -158,11 +158,7 @@ def derive(tables: Mapping[str, pa.Table], spec: AnalysisTable, used: set[str]) 
 
 def _variable(tables: Mapping[str, pa.Table], name: str, variable: Variable) -> pl.DataFrame:
     table, concept, _ = DOMAINS[variable.domain]
-    concepts = pl.Series(variable.concept_ids, dtype=pl.Int64)
-    if variable.include_descendants:
-        ancestry = _frame(tables["concept_ancestor"])
-        below = ancestry.filter(pl.col("ancestor_concept_id").is_in(concepts.implode()))
-        concepts = pl.concat([concepts, below["descendant_concept_id"].cast(pl.Int64)]).unique()
+    concepts = concept_set(tables, variable.concept_ids, variable.include_descendants)
     events = _frame(tables[table]).filter(pl.col(concept).is_in(concepts.implode()))
     value = pl.len() if variable.value == "count" else pl.len() > 0
     return events.group_by("person_id").agg(value.cast(pl.Float64).alias(name))

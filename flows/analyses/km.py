@@ -22,6 +22,7 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from fedflow.core import Analysis, OutputKind, Params, TableColumns, survival
+from flows.analyses.cohort import concept_set
 from flows.analyses.glm_table import Variable
 
 __all__ = ["KaplanMeier", "KaplanMeierParams", "gridded_persons", "logrank"]
@@ -205,11 +206,7 @@ def _first(tables: Mapping[str, pa.Table], variable: Variable, alias: str) -> pl
     from flows.analyses.cohort import DOMAINS
 
     table, concept, when = DOMAINS[variable.domain]
-    concepts = pl.Series(variable.concept_ids, dtype=pl.Int64)
-    if variable.include_descendants:
-        ancestry = _frame(tables["concept_ancestor"])
-        below = ancestry.filter(pl.col("ancestor_concept_id").is_in(concepts.implode()))
-        concepts = pl.concat([concepts, below["descendant_concept_id"].cast(pl.Int64)]).unique()
+    concepts = concept_set(tables, variable.concept_ids, variable.include_descendants)
     events = _frame(tables[table]).filter(pl.col(concept).is_in(concepts.implode()))
     return events.group_by("person_id").agg(pl.col(when).min().alias(alias))
 

@@ -31,7 +31,7 @@ from pydantic import Field, model_validator
 
 from fedflow.core import Analysis, CountsCohort, OutputKind, Params, TableColumns, magnitude
 from flows.analyses.characterization import GENDERS
-from flows.analyses.cohort import DOMAINS
+from flows.analyses.cohort import DOMAINS, concept_set
 
 __all__ = ["MagnitudeTable", "MagnitudeTableParams"]
 
@@ -90,12 +90,7 @@ class MagnitudeTable(Analysis[MagnitudeTableParams], CountsCohort):
     def units(tables: Mapping[str, pa.Table], params: MagnitudeTableParams) -> pl.DataFrame:
         """One row per contributing person: person_id, age_band, gender, value (contribution)."""
         table, concept, when = DOMAINS[params.domain]
-        concepts = pl.Series(params.concept_ids, dtype=pl.Int64)
-        if params.include_descendants:
-            ancestry = pl.from_arrow(tables["concept_ancestor"])
-            assert isinstance(ancestry, pl.DataFrame)
-            below = ancestry.filter(pl.col("ancestor_concept_id").is_in(concepts.implode()))
-            concepts = pl.concat([concepts, below["descendant_concept_id"].cast(pl.Int64)]).unique()
+        concepts = concept_set(tables, params.concept_ids, params.include_descendants)
         events = pl.from_arrow(tables[table])
         person = pl.from_arrow(tables["person"])
         assert isinstance(events, pl.DataFrame) and isinstance(person, pl.DataFrame)
