@@ -31,8 +31,11 @@ __all__ = [
     "DEMO_ANALYSES",
     "DEMO_SITES",
     "FEDERATION",
+    "SIMULATED_TABLES",
     "DemoSite",
+    "SimulatedFederation",
     "build_demo",
+    "build_federation",
     "compare_with_pooled",
     "eunomia_tables",
     "pool",
@@ -134,8 +137,12 @@ def build_demo(
     parts: Sequence[Mapping[str, pa.Table]],
     *,
     sites: Sequence[DemoSite] = DEMO_SITES,
+    dask: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write one site per part (see :func:`split_by_person`) under ``root``; return the profile."""
+    """Write one site per part (see :func:`split_by_person`) under ``root``; return the profile.
+
+    ``dask``: every site's ``dask`` section (default: a LocalCluster of one worker, 2 threads).
+    """
     root.mkdir(parents=True, exist_ok=True)
     key_path = root / "issuer" / "demo-issuer.key.pem"
     if key_path.exists():
@@ -180,7 +187,7 @@ def build_demo(
             "datasets": {"omop": {"location": "data/omop"}},
             "policy": "policy.yaml",
             "state_dir": "state",
-            "dask": {"workers": 1, "threads_per_worker": 2},
+            "dask": dict(dask or {"workers": 1, "threads_per_worker": 2}),
             "trusted_issuers": [{"issuer": ISSUER, "public_key": str(public_key.resolve())}],
         }
         _write_yaml(home / "site.yaml", config)
@@ -188,6 +195,70 @@ def build_demo(
             {"name": site.name, "transport": "in-process", "config": f"sites/{site.name}/site.yaml"}
         )
     return _write_profile(root / "federation.yaml", entries)
+
+
+SIMULATED_TABLES: Mapping[str, Sequence[str] | str] = {
+    "person": ["person_id", "gender_concept_id", "year_of_birth"],
+    "condition_occurrence": ["person_id", "condition_concept_id", "condition_start_date"],
+    "drug_exposure": ["person_id", "drug_concept_id", "drug_exposure_start_date", "days_supply"],
+    "procedure_occurrence": ["person_id", "procedure_concept_id", "procedure_date"],
+    "observation_period": [
+        "person_id",
+        "observation_period_start_date",
+        "observation_period_end_date",
+    ],
+    "concept_ancestor": "*",
+}
+"""What every simulated site releases to analyses: the demo's tables and the GLM's."""
+
+
+@dataclass(frozen=True)
+class SimulatedFederation:
+    """A federation of simulated sites: its profile and each site's share of the persons."""
+
+    profile: Path
+    parts: dict[str, dict[str, pa.Table]]
+
+
+def build_federation(
+    root: Path,
+    n_sites: int,
+    *,
+    tables: Mapping[str, pa.Table] | None = None,
+    scheduler_address: str | None = None,
+    min_cell_count: int = 5,
+    analyses: Sequence[str] = (*ALL, "glm_round"),
+    seed: int = 20261128,
+) -> SimulatedFederation:
+    """``n_sites`` simulated in-process sites over Eunomia split by person, for scale and faults.
+
+    Sites are named ``site-000`` onwards, in the EU, US and UK in turn, with unequal shares
+    (between 0.5 and 1.5 of an equal share, drawn with ``seed``). With ``scheduler_address``
+    every site runs its jobs on that one Dask scheduler, so a hundred sites fit in one
+    process; each site still has its own policy, gates, audit log, quarantine and keys.
+    """
+    if n_sites < 1:
+        raise ValueError("a federation needs at least one site")
+    shares = np.random.default_rng(seed).uniform(0.5, 1.5, n_sites)
+    sites = [
+        DemoSite(
+            f"site-{i:03d}",
+            ("EU", "US", "UK")[i % 3],
+            float(share),
+            min_cell_count,
+            tuple(analyses),
+            tables=SIMULATED_TABLES,
+        )
+        for i, share in enumerate(shares)
+    ]
+    parts = split_by_person(tables or eunomia_tables(), list(shares), seed=seed)
+    dask = (
+        {"scheduler_address": scheduler_address, "partitions": 1}
+        if scheduler_address
+        else {"workers": 1, "threads_per_worker": 1}
+    )
+    profile = build_demo(root, parts, sites=sites, dask=dask)
+    return SimulatedFederation(profile, {s.name: p for s, p in zip(sites, parts, strict=True)})
 
 
 def write_https_profile(
