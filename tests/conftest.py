@@ -41,6 +41,15 @@ def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
         faulthandler.cancel_dump_traceback_later()
 
 
+@pytest.fixture(scope="module")
+def browser():  # type: ignore[no-untyped-def]
+    """A headless Chromium (Playwright ``Browser``) for one test module: see tests/browser.py."""
+    from tests.browser import chromium
+
+    with chromium() as launched:
+        yield launched
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The public test data folder (``FEDFLOW_SHARED_DATA``, default ``../shared/data``).
