@@ -18,7 +18,7 @@ from typing import Any
 
 import polars as pl
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from fedflow.core import FedflowError, digest_bytes, digest_json, to_ipc
 from fedflow.core.messages import Request
@@ -26,6 +26,7 @@ from fedflow.core.registry import default_registry
 from flows import secure as secure_step
 from flows import steps
 from flows.errors import QuorumNotMet
+from flows.events import emit_governance
 from flows.federation import FederationSession, connect, open_session
 from flows.outcomes import FederatedResult, SiteOutcome, SiteStatus
 from governance.checkpoints import verify_checkpoint
@@ -291,7 +292,7 @@ def _federated_step(
                 "receipt": receipts.get(outcome.site),
             },
         )
-    _publish_outcomes(name, request.request_id, ordered)
+    _publish_outcomes(name, request.request_id, ordered, gate, min_sites)
 
     if incomplete or len(partials) < min_sites:
         audit.append(
@@ -347,17 +348,7 @@ def _federated_step(
             "rows": frame.height,
         },
     )
-    shown = frame.head(ARTIFACT_ROWS)
-    more = (
-        f"; the first {ARTIFACT_ROWS} of {frame.height} rows" if frame.height > shown.height else ""
-    )
-    create_table_artifact(
-        key=f"{_slug(name)}-result",
-        table=shown.to_dicts(),
-        description=(
-            f"{request.analysis}: {len(partials)} site(s), request {request.request_id}{more}"
-        ),
-    )
+    _publish_result(name, str(request.analysis), request.request_id, frame, ordered, result_digest)
     return FederatedResult(
         analysis=request.analysis,
         request_id=request.request_id,
@@ -416,11 +407,79 @@ def _flow_run() -> dict[str, str]:
     return {} if run_id is None else {"flow_run_id": str(run_id), "flow_run_name": flow_run.name}
 
 
-def _publish_outcomes(name: str, request_id: str, outcomes: list[SiteOutcome]) -> None:
+def _publish_outcomes(
+    name: str,
+    request_id: str,
+    outcomes: list[SiteOutcome],
+    gate: Mapping[str, Mapping[str, Any]],
+    min_sites: int,
+) -> None:
+    """The per-site outcome and airlock-decision artifacts, and the governance events."""
     create_table_artifact(
         key=f"{_slug(name)}-sites",
         table=[o.row() for o in outcomes],
         description=f"per-site outcomes of request {request_id}",
+    )
+    create_table_artifact(
+        key=f"{_slug(name)}-airlock",
+        table=[_decision_row(o, gate.get(o.site)) for o in outcomes],
+        description=f"pre-gate and airlock decisions of request {request_id}",
+    )
+    emit_governance(name, request_id, outcomes, gate, min_sites)
+
+
+def _decision_row(outcome: SiteOutcome, decision: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What a site's pre-gate and airlock decided, with the digests that prove it."""
+    return {
+        "site": outcome.site,
+        "pre_gate": "no answer" if decision is None else decision["verdict"],
+        "airlock": outcome.status.value if outcome.stage in ("gate_after", "review") else "",
+        "decided_at": outcome.stage,
+        "suppressed_cells": outcome.suppressed_cells,
+        "reasons": "; ".join(outcome.reasons),
+        "policy_digest": "" if decision is None else decision["policy_digest"],
+        "result_digest": outcome.digests.get("result", ""),
+        "review_digest": outcome.digests.get("review", ""),
+    }
+
+
+def _publish_result(
+    name: str,
+    analysis: str,
+    request_id: str,
+    frame: pl.DataFrame,
+    outcomes: list[SiteOutcome],
+    result_digest: str,
+) -> None:
+    """The result table artifact (its first rows) and a markdown summary of the step."""
+    shown = frame.head(ARTIFACT_ROWS)
+    more = (
+        f"; the first {ARTIFACT_ROWS} of {frame.height} rows" if frame.height > shown.height else ""
+    )
+    contributed = [o.site for o in outcomes if o.contributed]
+    create_table_artifact(
+        key=f"{_slug(name)}-result",
+        table=shown.to_dicts(),
+        description=f"{analysis}: {len(contributed)} site(s), request {request_id}{more}",
+    )
+    lines = [
+        f"# {analysis}",
+        "",
+        f"Request `{request_id}`: {frame.height} result row(s) from {len(contributed)} of "
+        f"{len(outcomes)} site(s); result digest `{result_digest}`.",
+        "",
+        "| site | outcome | decided at | suppressed cells | reasons |",
+        "|---|---|---|---:|---|",
+        *(
+            f"| {o.site} | {o.status.value} | {o.stage} | {o.suppressed_cells} | "
+            f"{'; '.join(o.reasons).replace('|', '/')} |"
+            for o in outcomes
+        ),
+    ]
+    create_markdown_artifact(
+        key=f"{_slug(name)}-summary",
+        markdown="\n".join(lines),
+        description=f"{analysis}: request {request_id}",
     )
 
 
