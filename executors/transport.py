@@ -168,6 +168,12 @@ class HttpsSiteTransport(SiteTransport):
                 raise ConfigError(
                     f"site {site}: cannot load TLS files ({type(exc).__name__})"
                 ) from None
+        self._open(site, url, receipt_key, timeout, verify=verify)
+
+    def _open(
+        self, site: str, url: str, receipt_key: bytes | None, timeout: float, **client: Any
+    ) -> None:
+        """Set up the HTTP client (``client``: ``verify``, or another httpx ``transport``)."""
         self.site = site
         self.url = url.rstrip("/")
         self.receipt_key = receipt_key
@@ -175,9 +181,9 @@ class HttpsSiteTransport(SiteTransport):
         self._tokens: dict[str, str] = {}
         self._client = httpx.Client(
             base_url=f"{self.url}/v1",
-            verify=verify,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             follow_redirects=False,
+            **client,
         )
 
     def health(self) -> dict[str, Any]:

@@ -17,8 +17,17 @@ Relative paths resolve against the profile's folder. Example::
         key: pki/orchestrator.key.pem
         receipt_key: keys/us-clinic.receipt.pub.pem   # the site's receipt key, pinned
 
+      - name: nl-biobank              # a site that accepts no connection: it dials out to a
+        transport: pull               # relay (fedflow site pull), which carries its calls
+        url: https://relay.example.org:8444   # the relay
+        ca: pki/relay-ca.pem          # the relay's CA, pinned
+        cert: pki/orchestrator.pem    # the orchestrator's client certificate at the relay
+        key: pki/orchestrator.key.pem
+        receipt_key: keys/nl-biobank.receipt.pub.pem
+
 An ``https`` site needs ``url``, ``ca``, ``cert``, ``key`` and ``receipt_key``; an ``http://``
-url is refused unless ``allow_insecure_http: true`` (local development only).
+url is refused unless ``allow_insecure_http: true`` (local development only). A ``pull`` site
+needs the same, ``url`` being the relay's, always ``https://`` (see ``docs/pull.md``).
 
 Opening a profile (:func:`connect`) starts in-process sites and connects to remote ones; the
 open session is registered, so a flow run in this process reuses it instead of starting the
@@ -38,6 +47,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from executors import InProcessSiteTransport, SiteConfig, SiteNode, SiteTransport
+from executors.pull import PullSiteTransport
 from executors.transport import HttpsSiteTransport
 from fedflow.core import ConfigError
 from fedflow.core.configfile import describe_problems, read_yaml_mapping
@@ -55,7 +65,7 @@ class SiteEntry(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
-    transport: Literal["in-process", "https"] = "in-process"
+    transport: Literal["in-process", "https", "pull"] = "in-process"
     config: Path | None = None
     url: str | None = None
     ca: Path | None = None
@@ -72,7 +82,9 @@ class SiteEntry(BaseModel):
                 raise ValueError(f"in-process site {self.name} needs config")
             return self
         if not self.url:
-            raise ValueError(f"https site {self.name} needs url")
+            raise ValueError(f"{self.transport} site {self.name} needs url")
+        if self.transport == "pull" and not self.url.startswith("https://"):
+            raise ValueError(f"pull site {self.name}: url (the relay) must start with https://")
         if self.url.startswith("http://"):
             if not self.allow_insecure_http:
                 raise ValueError(
@@ -83,9 +95,11 @@ class SiteEntry(BaseModel):
         else:
             missing = [f for f in ("ca", "cert", "key") if getattr(self, f) is None]
             if missing:
-                raise ValueError(f"https site {self.name} needs {', '.join(missing)}")
+                raise ValueError(f"{self.transport} site {self.name} needs {', '.join(missing)}")
         if self.receipt_key is None:
-            raise ValueError(f"https site {self.name} needs receipt_key (the pinned public key)")
+            raise ValueError(
+                f"{self.transport} site {self.name} needs receipt_key (the pinned public key)"
+            )
         return self
 
     def resolved(self, base: Path) -> SiteEntry:
@@ -170,7 +184,7 @@ _lock = threading.Lock()
 
 
 def _open_transport(entry: SiteEntry) -> SiteTransport:
-    if entry.transport == "https":
+    if entry.transport in ("https", "pull"):
         assert entry.url is not None and entry.receipt_key is not None
         try:
             pinned = entry.receipt_key.read_bytes()
@@ -178,6 +192,17 @@ def _open_transport(entry: SiteEntry) -> SiteTransport:
             raise ProfileInvalid(
                 f"site {entry.name}: cannot read receipt_key {entry.receipt_key}: {exc.strerror}"
             ) from None
+        if entry.transport == "pull":
+            assert entry.ca is not None and entry.cert is not None and entry.key is not None
+            return PullSiteTransport(
+                entry.name,
+                entry.url,
+                ca=entry.ca,
+                cert=entry.cert,
+                key=entry.key,
+                receipt_key=pinned,
+                timeout=entry.timeout,
+            )
         return HttpsSiteTransport(
             entry.name,
             entry.url,
