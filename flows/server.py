@@ -2,9 +2,12 @@
 
 Without ``PREFECT_API_URL`` every Prefect process would start a temporary server of its own,
 slowly, and can drop records at exit. :func:`prefect_api` instead starts ``prefect server``
-(SQLite under ``home``) on a free loopback port, points this process at it, and stops it at
-the end, after flushing logs and events. With ``PREFECT_API_URL`` set it
-uses that server and starts nothing. Telemetry is off unless the operator turned it on.
+(SQLite under ``home``, or the database ``database_url`` names, e.g.
+``postgresql+asyncpg://user:password@host/prefect``) on a free loopback port (or the given
+host and port), points this process at it, and stops it at the end, after flushing logs and
+events. With ``PREFECT_API_URL`` set it uses that server and starts nothing, unless
+``reuse=False`` (``fedflow server start`` always starts its own). Telemetry is off unless the
+operator turned it on.
 """
 
 from __future__ import annotations
@@ -59,23 +62,36 @@ class PrefectApi:
 
 
 @contextmanager
-def prefect_api(home: Path, *, timeout: float = 120.0) -> Iterator[PrefectApi]:
+def prefect_api(
+    home: Path,
+    *,
+    timeout: float = 120.0,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    database_url: str | None = None,
+    reuse: bool = True,
+) -> Iterator[PrefectApi]:
     """The Prefect API to use: ``PREFECT_API_URL``, or a local server started now.
 
     The local server starts in the background; call :meth:`PrefectApi.wait` before the first
-    flow, so that work before it overlaps the server's start-up.
+    flow, so that work before it overlaps the server's start-up. ``database_url``: the
+    server's database (``PREFECT_API_DATABASE_CONNECTION_URL``); default SQLite under ``home``
+    (or whatever the environment already configures). ``reuse=False``: start a server even
+    when ``PREFECT_API_URL`` is set.
     """
     quiet_telemetry()
-    if os.environ.get("PREFECT_API_URL"):
+    if reuse and os.environ.get("PREFECT_API_URL"):
         yield PrefectApi(os.environ["PREFECT_API_URL"], None, None, timeout)
         return
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     home.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/api"
+    port = port or _free_port()
+    url = f"http://{_client_host(host)}:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(home.resolve())}
     env.pop("PREFECT_API_URL", None)
+    if database_url:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
     logpath = home / "server.log"
     with logpath.open("ab") as logfile:
         proc = subprocess.Popen(
@@ -86,7 +102,7 @@ def prefect_api(home: Path, *, timeout: float = 120.0) -> Iterator[PrefectApi]:
                 "server",
                 "start",
                 "--host",
-                "127.0.0.1",
+                host,
                 "--port",
                 str(port),
             ],
@@ -94,6 +110,9 @@ def prefect_api(home: Path, *, timeout: float = 120.0) -> Iterator[PrefectApi]:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
+            # Its own process group: a terminal's Ctrl-C reaches this process only, which
+            # stops its work (and flushes logs and events) before it stops the server.
+            process_group=0,
         )
     api = PrefectApi(url, proc, logpath, timeout)
     try:
@@ -136,6 +155,11 @@ def _flush() -> None:
 
     APILogWorker.drain_all(timeout=10)
     EventsWorker.drain_all(timeout=10)
+
+
+def _client_host(host: str) -> str:
+    """Where this process reaches a server bound to ``host`` (a wildcard: the loopback)."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
 def _free_port() -> int:
