@@ -11,10 +11,12 @@ Relative paths are resolved against the folder of the file. Example::
     dask: {workers: 1, threads_per_worker: 2}   # or {scheduler_address: tcp://host:8786}
     trusted_issuers:
       - {issuer: https://issuer.example.org, public_key: issuer.pub.pem}
+    review_page: {host: 127.0.0.1, port: 8444}   # the custodian's review page (optional)
 """
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ __all__ = [
     "AuditConfig",
     "DaskConfig",
     "DatasetConfig",
+    "ReviewPageConfig",
     "ServiceConfig",
     "SiteConfig",
     "TrustedIssuerConfig",
@@ -84,6 +87,56 @@ class ServiceConfig(_Config):
     """On SIGTERM, how long open connections get to finish before the node stops."""
 
 
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ReviewPageConfig(_Config):
+    """The custodian review page (``docs/review-page.md``): its own listener, no client certs.
+
+    Plain HTTP is accepted on a loopback address only (development, or behind a local
+    TLS-terminating proxy); any other ``host`` needs ``tls_cert`` and ``tls_key``.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8444, ge=0, le=65535)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    users: Path | None = None
+    """The users file (``fedflow site user add``); default ``<state_dir>/review-users.json``."""
+    session_minutes: float = Field(default=30, gt=0, le=24 * 60)
+    """A sign-in lasts this long, then the custodian signs in again."""
+    max_failures: int = Field(default=5, ge=1, le=100)
+    """Failed sign-ins (per user name, and per client address x4) before a lockout."""
+    lockout_minutes: float = Field(default=15, gt=0, le=24 * 60)
+    """How long a lockout lasts; failures older than this are forgotten."""
+    max_form_bytes: int = Field(default=16 * 1024, ge=1024, le=1 << 20)
+    """Largest form body accepted (413 past it)."""
+    secure_cookies: bool | None = None
+    """Mark the session cookie ``Secure``; default: when TLS is configured."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ReviewPageConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("review_page: tls_cert and tls_key go together")
+        if self.tls_cert is None and not _is_loopback(self.host):
+            raise ValueError(
+                f"review_page: plain HTTP is for a loopback host only; {self.host!r} needs "
+                "tls_cert and tls_key"
+            )
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+
 class AuditConfig(_Config):
     """Where audit checkpoints are exported (the live log stays in ``state_dir``)."""
 
@@ -104,6 +157,7 @@ class SiteConfig(_Config):
     trusted_issuers: list[TrustedIssuerConfig] = Field(default_factory=list)
     service: ServiceConfig | None = None
     audit: AuditConfig | None = None
+    review_page: ReviewPageConfig | None = None
 
     @classmethod
     def load(cls, path: Path) -> SiteConfig:
@@ -147,12 +201,30 @@ class SiteConfig(_Config):
                     "client_ca": at(service.client_ca),
                 }
             )
+        state_dir = at(self.state_dir) or self.state_dir
+        page = self.review_page
+        if page is not None:
+            page = page.model_copy(
+                update={
+                    "tls_cert": at(page.tls_cert),
+                    "tls_key": at(page.tls_key),
+                    "users": at(page.users) or state_dir / "review-users.json",
+                }
+            )
         return self.model_copy(
             update={
                 "datasets": datasets,
                 "policy": at(self.policy),
-                "state_dir": at(self.state_dir),
+                "state_dir": state_dir,
                 "trusted_issuers": issuers,
                 "service": service,
+                "review_page": page,
             }
         )
+
+    def review_users(self) -> Path:
+        """The review page's users file (also when the page is not configured yet)."""
+        page = self.review_page
+        if page is not None and page.users is not None:
+            return page.users
+        return self.state_dir / "review-users.json"

@@ -30,11 +30,16 @@ TLS is required: the server presents its certificate and accepts only clients wh
 certificate chains to ``service.client_ca`` (``ssl.CERT_REQUIRED``); plain HTTP needs
 ``allow_insecure_http=True`` (local development only). On SIGTERM uvicorn stops accepting
 connections, running jobs finish into quarantine, and the audit log records the stop.
+
+With a ``review_page`` section in the site config, the same process also serves the
+custodian review page (:mod:`executors.review_web`, ``docs/review-page.md``) on its own
+listener, without client certificates; the two stop together.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import ssl
@@ -381,7 +386,7 @@ def serve(
             "ssl_cert_reqs": ssl.CERT_REQUIRED,
         }
     app = create_app(lambda: SiteNode(config), service)
-    uvicorn.Server(
+    api = uvicorn.Server(
         uvicorn.Config(
             app,
             host=service.host,
@@ -395,7 +400,22 @@ def serve(
             h11_max_incomplete_event_size=64 * 1024,
             **settings,
         )
-    ).run()
+    )
+    if config.review_page is None:
+        api.run()
+        return
+    from executors.review_web import review_server
+
+    asyncio.run(_serve_together(api, review_server(config)))
+
+
+async def _serve_together(*servers: Any) -> None:
+    """Run uvicorn servers in one loop; when one stops (a signal, a failed bind), stop all."""
+    tasks = [asyncio.create_task(s.serve()) for s in servers]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for server in servers:
+        server.should_exit = True
+    await asyncio.gather(*tasks)
 
 
 def main(argv: list[str] | None = None) -> int:

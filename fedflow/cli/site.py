@@ -1,9 +1,12 @@
-"""``fedflow site``: run a site node as an HTTPS service, and what an orchestrator pins of it."""
+"""``fedflow site``: run a site node as an HTTPS service, what an orchestrator pins of it, and
+the custodian accounts of its review page (``fedflow site user``)."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +14,9 @@ import typer
 
 from executors.config import SiteConfig
 from executors.service import create_app, serve
+from executors.webusers import WebUsers
 from fedflow.core import FedflowError
+from governance.audit import AuditLog
 from governance.receipts import ReceiptKey
 
 __all__ = ["app"]
@@ -42,7 +47,10 @@ def serve_command(
         int | None, typer.Option(help="Override service.max_running_jobs (default 4).")
     ] = None,
 ) -> None:
-    """Serve the site protocol over HTTPS with mutual TLS until SIGTERM or Ctrl-C."""
+    """Serve the site protocol over HTTPS with mutual TLS until SIGTERM or Ctrl-C.
+
+    With a ``review_page`` section in the site config, also serve the custodian review page.
+    """
     logging.getLogger("executors").setLevel(logging.INFO)
     try:
         serve(
@@ -88,3 +96,76 @@ def openapi() -> None:
         raise RuntimeError("the OpenAPI document needs no site")
 
     typer.echo(json.dumps(create_app(no_node).openapi(), indent=2))  # type: ignore[arg-type]
+
+
+users_app = typer.Typer(
+    help="Custodian accounts of the review page (docs/review-page.md).", no_args_is_help=True
+)
+app.add_typer(users_app, name="user")
+
+
+def _users(config: Path) -> tuple[SiteConfig, WebUsers]:
+    site = SiteConfig.load(config)
+    return site, WebUsers(site.review_users())
+
+
+def _audit_account(site: SiteConfig, event: str, name: str) -> None:
+    with AuditLog(site.state_dir / "audit.db", site=site.site) as log:
+        log.append(f"review_page.{event}", actor=getpass.getuser(), details={"user": name})
+
+
+@users_app.command("add")
+def user_add(
+    config: _CONFIG,
+    name: Annotated[str, typer.Argument(help="The custodian's user name (lower case).")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from stdin's first line.")
+    ] = False,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Set a new password for an existing user.")
+    ] = False,
+) -> None:
+    """Add a custodian who may sign in to the review page (the password is prompted for)."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        site, users = _users(config)
+        users.add(name, password, replace=replace)
+        _audit_account(site, "user_replaced" if replace else "user_added", name)
+    except FedflowError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{name}: {'password set' if replace else 'added'} ({users.path})")
+
+
+@users_app.command("remove")
+def user_remove(
+    config: _CONFIG,
+    name: Annotated[str, typer.Argument(help="The user name to remove.")],
+) -> None:
+    """Remove a custodian; their open sessions end at their next request."""
+    try:
+        site, users = _users(config)
+        users.remove(name)
+        _audit_account(site, "user_removed", name)
+    except FedflowError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{name}: removed")
+
+
+@users_app.command("list")
+def user_list(config: _CONFIG) -> None:
+    """List the custodians who may sign in to the review page."""
+    try:
+        _, users = _users(config)
+        names = users.names()
+    except FedflowError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for name in names:
+        typer.echo(name)
+    if not names:
+        typer.echo(f"no users yet: fedflow site user add --config {config} NAME", err=True)
