@@ -98,6 +98,28 @@ def openapi() -> None:
     typer.echo(json.dumps(create_app(no_node).openapi(), indent=2))  # type: ignore[arg-type]
 
 
+@app.command("review-page")
+def review_page(config: _CONFIG) -> None:
+    """Serve only the custodian review page (its review_page section) until Ctrl-C or SIGTERM.
+
+    For a site whose node runs elsewhere on this machine (``fedflow site pull``, a notebook);
+    ``fedflow site serve`` already serves the page beside the site API.
+    """
+    from executors.review_web import review_server
+
+    try:
+        site = SiteConfig.load(config)
+        server = review_server(site)
+    except FedflowError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    page = site.review_page
+    assert page is not None
+    scheme = "https" if page.tls else "http"
+    typer.echo(f"review page of {site.site}: {scheme}://{page.host}:{page.port}/", err=True)
+    server.run()
+
+
 users_app = typer.Typer(
     help="Custodian accounts of the review page (docs/review-page.md).", no_args_is_help=True
 )
