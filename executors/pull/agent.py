@@ -17,6 +17,7 @@ finish, and closes the node it opened (``site.stopped`` is audited).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -24,6 +25,7 @@ import logging
 import re
 import signal
 import ssl
+import sys
 import threading
 from pathlib import Path
 
@@ -37,9 +39,9 @@ from executors.errors import SiteError
 from executors.node import SiteNode
 from executors.pull.messages import CALL_HEADERS, REPLY_HEADERS, Call, Reply
 from executors.service import create_app
-from fedflow.core import ConfigError
+from fedflow.core import ConfigError, FedflowError
 
-__all__ = ["ROUTES", "SiteAgent"]
+__all__ = ["ROUTES", "SiteAgent", "main", "run_agent"]
 
 log = logging.getLogger("executors.pull.agent")
 
@@ -205,7 +207,8 @@ class SiteAgent:
 
     async def _poll(self, relay: httpx.AsyncClient) -> bytes | None:
         limit = self.limits.max_body_bytes * 4 // 3 + _ENVELOPE_BYTES
-        async with relay.stream("GET", "/calls", params={"wait": f"{self.poll_s:g}"}) as response:
+        wait = self.poll_s if self._polling.is_set() else 0.0  # the first poll returns at once
+        async with relay.stream("GET", "/calls", params={"wait": f"{wait:g}"}) as response:
             self._polling.set()
             if response.status_code == 204:
                 return None
@@ -281,3 +284,32 @@ def _error_reply(call: Call, status: int, kind: str, message: str) -> Reply:
         headers={"content-type": "application/json"},
         body=body,
     )
+
+
+def run_agent(
+    config: Path, relay: str, *, ca: Path, cert: Path, key: Path, poll_s: float = 15.0
+) -> None:
+    """Run the agent of the site of ``config`` in the foreground until SIGINT or SIGTERM."""
+    SiteAgent.from_config(config, relay, ca=ca, cert=cert, key=key, poll_s=poll_s).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m executors.pull agent``: ``fedflow site pull`` without the CLI's imports."""
+    parser = argparse.ArgumentParser(prog="python -m executors.pull agent")
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--relay", required=True)
+    parser.add_argument("--ca", type=Path, required=True)
+    parser.add_argument("--cert", type=Path, required=True)
+    parser.add_argument("--key", type=Path, required=True)
+    parser.add_argument("--poll-s", type=float, default=15.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("executors").setLevel(logging.INFO)
+    try:
+        run_agent(
+            args.config, args.relay, ca=args.ca, cert=args.cert, key=args.key, poll_s=args.poll_s
+        )
+    except FedflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

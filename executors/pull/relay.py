@@ -1,6 +1,6 @@
 """The relay: an HTTPS mailbox with mutual TLS between orchestrators and pull sites.
 
-``python -m executors.pull.relay --config relay.yaml`` runs :func:`serve`. Sites never accept
+``python -m executors.pull relay --config relay.yaml`` runs :func:`serve`. Sites never accept
 a connection: each site's agent (:mod:`executors.pull.agent`) dials out to the relay and
 long-polls for the calls queued for it. Every client presents a certificate from
 ``client_ca``; its common name says who it is (:class:`~executors.pull.config.RelayConfig`).
@@ -249,8 +249,8 @@ class RelayServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m executors.pull.relay --config relay.yaml``."""
-    parser = argparse.ArgumentParser(prog="python -m executors.pull.relay")
+    """``python -m executors.pull relay --config relay.yaml``: the relay in the foreground."""
+    parser = argparse.ArgumentParser(prog="python -m executors.pull relay")
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
@@ -262,7 +262,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

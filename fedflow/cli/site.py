@@ -66,6 +66,37 @@ def serve_command(
         raise typer.Exit(2) from None
 
 
+@app.command("pull")
+def pull_command(
+    config: _CONFIG,
+    relay: Annotated[str, typer.Option(help="The relay's URL (https://host:port).")],
+    ca: Annotated[
+        Path, typer.Option(help="The relay's CA certificate (pinned).", exists=True, dir_okay=False)
+    ],
+    cert: Annotated[
+        Path,
+        typer.Option(
+            help="The site's client certificate (its name must be the site's).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ],
+    key: Annotated[
+        Path, typer.Option(help="The client certificate's key.", exists=True, dir_okay=False)
+    ],
+    poll_s: Annotated[float, typer.Option(help="How long each poll waits for a call.")] = 15.0,
+) -> None:
+    """Take part without accepting connections: dial out to a relay and answer its calls."""
+    from executors.pull.agent import run_agent
+
+    logging.getLogger("executors").setLevel(logging.INFO)
+    try:
+        run_agent(config, relay, ca=ca, cert=cert, key=key, poll_s=poll_s)
+    except FedflowError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 @app.command("receipt-key")
 def receipt_key(
     config: _CONFIG,
