@@ -92,6 +92,8 @@ def prefect_api(
     env.pop("PREFECT_API_URL", None)
     if database_url:
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
+    # The UI asks the API it was served from (else it assumes port 4200), from any host.
+    env.setdefault("PREFECT_UI_API_URL", "/api")
     logpath = home / "server.log"
     with logpath.open("ab") as logfile:
         proc = subprocess.Popen(

@@ -1,0 +1,70 @@
+"""The Prefect UI, served by ``fedflow server start``'s server, shows a federated flow run and
+its result artifact, in headless Chromium.
+
+The server, the deployments and the finished run are ``test_deploy.py``'s session fixture.
+On a failure the page's screenshot is written to the test's temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from test_deploy import ANALYSIS, ServedDemo, served_demo  # noqa: F401 (the shared server)
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+WAIT_MS = 60_000  # the UI is a JavaScript app; on a loaded machine it takes its time
+
+
+@pytest.fixture
+def page(browser: Browser, tmp_path: Path) -> Iterator[Page]:
+    """A browser page; its screenshot is written to ``tmp_path`` when the test fails."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(WAIT_MS)
+    try:
+        yield page
+    except BaseException:
+        page.screenshot(path=str(tmp_path / "prefect-ui.png"), full_page=True)
+        raise
+    finally:
+        page.close()
+
+
+def test_the_ui_lists_the_federated_run_and_shows_its_result_artifact(
+    served_demo: ServedDemo,  # noqa: F811
+    page: Page,
+) -> None:
+    ui, run = served_demo.served.ui_url, served_demo.run
+    key = f"{ANALYSIS.replace('_', '-')}-result"
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+        )
+    rows = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+    persons = str(rows[0]["persons"])
+
+    # The runs page lists the run under its flow and deployment.
+    page.goto(f"{ui}/runs")
+    listed = page.get_by_role("link", name=ANALYSIS, exact=True)
+    listed.wait_for()
+    body = page.locator("body")
+    assert "federated-analysis" in body.inner_text()
+    assert "fedflow-demo" in body.inner_text()
+
+    # Its page has the result among its artifacts; the artifact's page shows the table.
+    listed.click()
+    page.wait_for_url(f"**/runs/flow-run/{run.id}**")
+    page.get_by_text("Artifacts", exact=True).click()
+    page.get_by_text(key, exact=True).first.click()
+    page.wait_for_url(f"**/artifacts/artifact/{artifact.id}")
+    page.get_by_text(f"{ANALYSIS}@").first.wait_for()  # the artifact's description
+    header = page.get_by_role("columnheader", name="persons", exact=True)
+    header.wait_for()
+    assert page.get_by_role("cell", name=persons, exact=True).count() >= 1
