@@ -22,6 +22,8 @@ input: missing or wrong CSRF token, ended session, unknown job, oversize or malf
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import secrets
 import time
@@ -82,6 +84,7 @@ __controls__ = (
     ),
 )
 
+log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 JOB_ID = r"^[A-Za-z0-9_-]{1,64}$"
 MESSAGES = {
@@ -137,6 +140,13 @@ def create_review_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state["queue"] = ReviewQueue(site.state_dir / "review.db")
         state["audit"] = AuditLog(site.state_dir / "audit.db", site=site.site)
+        accounts = len(await run_in_threadpool(users.names))
+        log.info(json.dumps({"event": "review_page.started", "site": site.site, "users": accounts}))
+        if not accounts:
+            log.warning(
+                "site %s: the review page has no users yet (fedflow site user add --config ...)",
+                site.site,
+            )
         try:
             yield
         finally:
