@@ -31,7 +31,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -42,6 +41,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from executors.config import ReviewPageConfig, SiteConfig
+from executors.review_web.forms import HEADERS, Refusal, read_form
 from executors.review_web.guard import PRE_COOKIE, SESSION_COOKIE, Session, Sessions, Throttle
 from executors.review_web.views import item_view
 from executors.webusers import USER_NAME, WebUsers
@@ -92,27 +92,6 @@ MESSAGES = {
     "signedout": "You have signed out.",
     "decided": "Your decision is recorded.",
 }
-_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
-
-
-class _Refusal(Exception):
-    """Bad input: shown as an error page with ``status`` and audited as ``error``."""
-
-    def __init__(
-        self, status: int, error: str, title: str, message: str, *, actor: str = "anonymous"
-    ) -> None:
-        super().__init__(message)
-        self.status, self.error, self.title, self.message = status, error, title, message
-        self.actor = actor
 
 
 def create_review_app(
@@ -163,10 +142,10 @@ def create_review_app(
         response = templates.TemplateResponse(
             request, name, {"site": site.site, **context}, status_code=status
         )
-        response.headers.update(_HEADERS)
+        response.headers.update(HEADERS)
         return response
 
-    def refused(request: Request, exc: _Refusal, *, audited: bool = False) -> Response:
+    def refused(request: Request, exc: Refusal, *, audited: bool = False) -> Response:
         if not audited:
             audit(
                 "refused",
@@ -196,32 +175,6 @@ def create_review_app(
             httponly=True,
             samesite="strict",
         )
-
-    async def read_form(request: Request) -> dict[str, str]:
-        declared = request.headers.get("content-length")
-        too_large = _Refusal(
-            413,
-            "PayloadTooLarge",
-            "Form too large",
-            f"The form is over {page.max_form_bytes} bytes and was not read.",
-        )
-        if declared is not None and (not declared.isdigit() or int(declared) > page.max_form_bytes):
-            raise too_large
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind != "application/x-www-form-urlencoded":
-            raise _Refusal(400, "InvalidForm", "Not a form", "This page accepts forms only.")
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > page.max_form_bytes:
-                raise too_large
-        try:
-            fields = parse_qs(body.decode("utf-8"), max_num_fields=16, strict_parsing=False)
-        except (UnicodeDecodeError, ValueError):
-            raise _Refusal(
-                400, "InvalidForm", "Unreadable form", "The form could not be read."
-            ) from None
-        return {k: v[0] for k, v in fields.items()}
 
     def current(request: Request) -> tuple[Session | None, bool]:
         session, stale = sessions.find(request.cookies.get(SESSION_COOKIE))
@@ -266,15 +219,15 @@ def create_review_app(
             session, _ = current(request)
             return RedirectResponse("/reviews", 303) if session else await signin_form(request)
         try:
-            form = await read_form(request)
+            form = await read_form(request, page.max_form_bytes)
             if not sessions.signin_token_ok(form.get("csrf"), request.cookies.get(PRE_COOKIE)):
-                raise _Refusal(
+                raise Refusal(
                     403,
                     "CsrfRejected",
                     "Sign-in form expired",
                     "The sign-in form was too old or not from this page. Please try again.",
                 )
-        except _Refusal as exc:
+        except Refusal as exc:
             return refused(request, exc)
         name = form.get("username", "").strip().lower()
         password = form.get("password", "")
@@ -306,19 +259,19 @@ def create_review_app(
     async def signed_in_post(request: Request) -> tuple[Session, dict[str, str]]:
         session, stale = current(request)
         if session is None:
-            raise _Refusal(
+            raise Refusal(
                 401,
                 "SessionEnded" if stale else "NotSignedIn",
                 "Not signed in",
                 "Your session has ended or you are not signed in. Please sign in again.",
             )
         try:
-            form = await read_form(request)
-        except _Refusal as exc:
+            form = await read_form(request, page.max_form_bytes)
+        except Refusal as exc:
             exc.actor = session.user
             raise
         if not session.csrf_ok(form.get("csrf")):
-            raise _Refusal(
+            raise Refusal(
                 403,
                 "CsrfRejected",
                 "Form not accepted",
@@ -331,7 +284,7 @@ def create_review_app(
     async def signout(request: Request) -> Response:
         try:
             session, _ = await signed_in_post(request)
-        except _Refusal as exc:
+        except Refusal as exc:
             return refused(request, exc)
         sessions.end(session)
         audit("signout", session.user, client=client(request))
@@ -359,7 +312,7 @@ def create_review_app(
         job_id = request.path_params["job_id"]
         item = state["queue"].get(job_id) if re.match(JOB_ID, job_id) else None
         if item is None:
-            raise _Refusal(
+            raise Refusal(
                 404,
                 "ReviewNotFound",
                 "No such held output",
@@ -374,7 +327,7 @@ def create_review_app(
             return signin_redirect(request, stale)
         try:
             item = held(request, session)
-        except _Refusal as exc:
+        except Refusal as exc:
             return refused(request, exc)
         return render(
             request,
@@ -390,14 +343,14 @@ def create_review_app(
             session, form = await signed_in_post(request)
             action = form.get("action")
             if action not in ("approve", "reject"):
-                raise _Refusal(
+                raise Refusal(
                     400,
                     "InvalidForm",
                     "No decision",
                     "Choose Approve or Reject.",
                     actor=session.user,
                 )
-        except _Refusal as exc:
+        except Refusal as exc:
             return refused(request, exc)
         job_id = request.path_params["job_id"]
         try:
@@ -421,7 +374,7 @@ def create_review_app(
             )
             return refused(
                 request,
-                _Refusal(status, type(exc).__name__, title, exc.message, actor=session.user),
+                Refusal(status, type(exc).__name__, title, exc.message, actor=session.user),
                 audited=True,
             )
         return RedirectResponse(f"/reviews/{job_id}?m=decided", 303)
