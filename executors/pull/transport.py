@@ -48,6 +48,11 @@ class RelayChannel(httpx.BaseTransport):
             headers={"content-type": "application/json"},
             timeout=httpx.Timeout(read + _MARGIN_S, connect=min(read, 10.0)),
         )
+        if response.status_code == 403:  # not a site's refusal: the relay's, of this client
+            return httpx.Response(
+                502,
+                json={"error": "SiteError", "message": f"the relay refused: {response.text[:300]}"},
+            )
         if response.status_code != 200:  # the relay's own answer, in the service's error form
             return httpx.Response(
                 response.status_code, headers=response.headers, content=response.content

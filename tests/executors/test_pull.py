@@ -19,8 +19,9 @@ from typing import Any
 import httpx
 import pyarrow.compute as pc
 import pytest
+from pydantic import ValidationError
 
-from executors import SiteConfig
+from executors import RequestRefused, SiteConfig, SiteError
 from executors.pki import init_ca, issue
 from executors.process import free_port
 from executors.pull import Call, PullSiteTransport, RelayConfig, RelayServer, Reply, SiteAgent
@@ -39,6 +40,7 @@ from flows.demo import (
     pooled_answer,
     split_by_person,
 )
+from flows.federation import SiteEntry
 from governance.audit import AuditLog
 from governance.errors import ReceiptInvalid
 from governance.receipts import verify_release
@@ -175,6 +177,17 @@ def test_each_client_acts_only_in_its_role_and_only_for_its_own_site(
             == 413
         )
         assert orchestrator.post(f"/sites/{PULL}/calls", content=b"{").status_code == 422
+        # an orchestrator that presents a site's certificate is refused by the relay, which
+        # the flow sees as a failure on the way to the site, not as the site's refusal
+        pki = pulled.root / "pki"
+        impostor = PullSiteTransport(
+            PULL, pulled.setup.relay_url, ca=pki / "ca.pem", cert=pki / "pull" / f"{PULL}.pem",
+            key=pki / "pull" / f"{PULL}.key.pem",
+        )  # fmt: skip
+        with pytest.raises(SiteError) as refused_info:
+            impostor.info()
+        impostor.close()
+        assert not isinstance(refused_info.value, RequestRefused)
         # a certificate from the demo CA for an unknown name, and one from another CA
         issue(pulled.root / "pki", "mallory", kind="client", out=tmp_path)
         with pytest.raises(httpx.TransportError):
@@ -249,3 +262,16 @@ def test_a_stopped_agent_makes_its_site_unavailable_in_the_step(
     assert outcome[PULL].status not in (SiteStatus.RELEASED, SiteStatus.SUPPRESSED)
     assert outcome[PULL].stage == "gate_before"
     assert "has not polled the relay" in "; ".join(outcome[PULL].reasons)
+
+
+def test_a_pull_entry_needs_an_https_relay_and_the_pinned_keys() -> None:
+    entry = {"name": PULL, "transport": "pull", "ca": "ca.pem", "cert": "o.pem", "key": "o.key"}
+    ok = SiteEntry.model_validate({**entry, "url": "https://relay:8444", "receipt_key": "r.pem"})
+    assert ok.transport == "pull"
+    for broken in (
+        {**entry, "url": "http://relay:8444", "receipt_key": "r.pem", "allow_insecure_http": True},
+        {**entry, "url": "https://relay:8444"},
+        {**entry, "receipt_key": "r.pem"},
+    ):
+        with pytest.raises(ValidationError):
+            SiteEntry.model_validate(broken)
