@@ -74,3 +74,17 @@ def test_catalogue_reports_missing_datasets(tmp_path: Path, dataset: Dataset) ->
     snapshots = catalogue.snapshots()
     assert snapshots["omop"].startswith("sha256:")
     assert snapshots["gone"].startswith("unavailable:")
+
+
+def test_schemas_are_read_again_when_a_table_file_changes(dataset: Dataset, tmp_path: Path) -> None:
+    import os
+
+    assert "gender_concept_id" in dataset.schema("person").names
+    dataset.check_columns({"person": ["person_id", "gender_concept_id"]})
+    path = tmp_path / "omop" / "person.parquet"
+    stat = path.stat()
+    pa.parquet.write_table(pa.table({"person_id": [1, 2]}), path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert dataset.schema("person").names == ["person_id"]
+    with pytest.raises(InvalidRequest, match="gender_concept_id"):
+        dataset.check_columns({"person": ["person_id", "gender_concept_id"]})
