@@ -14,6 +14,13 @@ without one is named ``<source>[<n>]``) and may explain itself with ``@reason(".
 decision returns the ids of the policies that decided it. Cedar ignores a policy whose
 evaluation fails, which would let a ``forbid`` fail open: here any evaluation error denies.
 
+The engine remembers its decisions (:meth:`CedarEngine.recall`, :meth:`CedarEngine.remember`):
+the pre-gate asks the same questions at ``check`` and ``submit`` and again in every round of a
+fit. An answer is kept for at most :data:`DECISION_TTL` seconds, :data:`DECISIONS_KEPT` at most,
+for the very policy object that asked (a reloaded policy never reuses one) and under a key
+made of every fact the decision reads; Cedar has no clock, so an answer depends on nothing
+else. Expiry of the token or of a visa is checked before Cedar is asked, at every request.
+
 Why Cedar: a small, analysable language with a schema validator, default deny and
 "forbid wins", deterministic, and embeddable in-process (``cedarpy`` wraps the Rust
 reference implementation); OPA/Rego would need a server or a WASM runtime and has no
@@ -24,7 +31,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -33,6 +43,8 @@ import cedarpy
 from governance.errors import PolicyInvalid
 
 __all__ = [
+    "DECISIONS_KEPT",
+    "DECISION_TTL",
     "NAMESPACE",
     "SCHEMA",
     "CedarAnswer",
@@ -93,6 +105,10 @@ namespace Fedflow {
 }
 """
 _SCHEMA = cedarpy.Schema.from_str(SCHEMA)
+DECISION_TTL: Final = 300.0
+"""Seconds an engine keeps a decision."""
+DECISIONS_KEPT: Final = 1024
+"""Decisions an engine keeps at most (the least recently used go first)."""
 _FAILED = re.compile(r"policy `(policy\d+)`")
 
 
@@ -167,6 +183,28 @@ class CedarEngine:
             )
         self._set = cedarpy.PolicySet.from_str(self.text) if self.text else None
         self.by_id = {p.id: p for p in self.policies}
+        self._decided: OrderedDict[Hashable, tuple[object, float, Any]] = OrderedDict()
+        self._decided_lock = threading.Lock()
+
+    def recall(self, key: Hashable, owner: object) -> Any:
+        """The decision remembered under ``key`` for ``owner`` (the very object), or None."""
+        with self._decided_lock:
+            kept = self._decided.get(key)
+            if kept is None:
+                return None
+            if kept[0] is not owner or time.monotonic() - kept[1] > DECISION_TTL:
+                del self._decided[key]
+                return None
+            self._decided.move_to_end(key)
+            return kept[2]
+
+    def remember(self, key: Hashable, owner: object, decision: Any) -> None:
+        """Keep ``decision`` (immutable) under ``key`` for ``owner``; see the module docstring."""
+        with self._decided_lock:
+            self._decided[key] = (owner, time.monotonic(), decision)
+            self._decided.move_to_end(key)
+            while len(self._decided) > DECISIONS_KEPT:
+                self._decided.popitem(last=False)
 
     def _name(self, cedar_id: str) -> str:
         if cedar_id.startswith("policy") and cedar_id[6:].isdigit():

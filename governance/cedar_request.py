@@ -99,7 +99,46 @@ def finest_date(values: Iterable[Any]) -> str:
 
 
 def decide(engine: CedarEngine, policy: SitePolicy, facts: Facts) -> list[Check]:
-    """The checks of one request, in the order analysis, dataset, researcher, project, purpose."""
+    """The checks of one request, in the order analysis, dataset, researcher, project, purpose.
+
+    Remembered by ``engine`` for ``policy`` under every fact they depend on
+    (:meth:`CedarEngine.recall <governance.cedar.CedarEngine.recall>`).
+    """
+    key = _key(facts)
+    kept = engine.recall(key, policy)
+    if kept is not None:
+        return list(kept)
+    checks = _decide(engine, policy, facts)
+    engine.remember(key, policy, tuple(checks))
+    return checks
+
+
+def _key(facts: Facts) -> tuple[Any, ...]:
+    """Every fact a decision reads: the request's, and what the visas established."""
+    passport = facts.passport
+    return (
+        facts.site,
+        facts.researcher,
+        facts.project,
+        facts.purpose,
+        facts.destination,
+        facts.analysis,
+        facts.version,
+        facts.code_digest,
+        facts.output_kind,
+        facts.dataset,
+        tuple((table, tuple(columns)) for table, columns in facts.tables.items()),
+        facts.finest_date,
+        facts.min_age,
+        facts.max_age,
+        facts.top_age,
+        passport.bona_fide,
+        passport.grants,
+        passport.accepted_terms,
+    )
+
+
+def _decide(engine: CedarEngine, policy: SitePolicy, facts: Facts) -> list[Check]:
     columns = [(t, c) for t, cols in facts.tables.items() for c in cols]
     principal = entity("Researcher", facts.researcher)
     context = _context(facts)

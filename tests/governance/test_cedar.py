@@ -221,3 +221,39 @@ def test_column_kinds_and_date_resolution() -> None:
     assert finest_date([date(2010, 3, 15)]) == "day" and finest_date([None]) == "none"
     assert finest_date([{"entry": {"window": [date(2011, 1, 1), date(2011, 6, 30)]}}]) == "day"
     assert "entity Column in [Table]" in SCHEMA
+
+
+def test_decisions_are_remembered_per_policy_object_and_facts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import governance.cedar as cedar
+
+    policy = SitePolicy.parse(_raw(version="remembered"))  # its own engine (kept per digest)
+    first = decide(policy)
+    assert first.verdict is Verdict.ALLOW
+    kept = dict(policy.engine._decided)
+    assert len(kept) == 1
+    again = decide(policy)
+    assert (again.verdict, again.reasons, again.rules) == (
+        first.verdict,
+        first.reasons,
+        first.rules,
+    )
+    assert dict(policy.engine._decided) == kept  # the same facts: answered from memory
+    # Other facts (a researcher the custodian's forbid names) are decided, never recalled.
+    mallory = decide(policy, identity=replace(ALICE, researcher="mallory"))
+    assert mallory.verdict is Verdict.DENY and "no-mallory" in mallory.rules
+    assert len(policy.engine._decided) == 2
+    # A reloaded policy (a new object, even of the same content) never reuses an answer, and
+    # one that now forbids alice refuses her at once.
+    reloaded = SitePolicy.parse(_raw(version="remembered"))
+    (key,) = kept
+    assert policy.engine.recall(key, reloaded) is None
+    barred = _raw(
+        cedar='@id("no-alice")\n@reason("alice is barred")\n'
+        'forbid(principal == Fedflow::Researcher::"alice", action, resource);'
+    )
+    assert decide(SitePolicy.parse(barred)).verdict is Verdict.DENY
+    # An answer older than DECISION_TTL is forgotten.
+    monkeypatch.setattr(cedar, "DECISION_TTL", -1.0)
+    assert policy.engine.recall(key, policy) is None
