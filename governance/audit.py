@@ -10,6 +10,11 @@ and names each problem by seq and kind: ``edited``, ``deleted``, ``inserted``, `
 
 SQLite triggers refuse UPDATE and DELETE: they stop accidents, not an attacker with the file;
 :meth:`AuditLog.verify` is the security boundary.
+
+:meth:`AuditLog.append` returns once its entry is committed; :meth:`AuditLog.append_many`
+chains several entries in one transaction (all or none are committed, in order), which is what
+an orchestrator recording one outcome per site of a step wants: one commit instead of one per
+site. Either way every entry is sealed and chained exactly as :meth:`AuditLog.verify` reads it.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +32,7 @@ from fedflow.core.controls import Control
 from fedflow.core.digest import canonical_json, digest_bytes
 from governance.errors import AuditError
 
-__all__ = ["GENESIS", "AuditEntry", "AuditLog", "AuditReport"]
+__all__ = ["GENESIS", "AuditEntry", "AuditLog", "AuditRecord", "AuditReport"]
 
 __controls__ = (
     Control(
@@ -120,6 +125,16 @@ class AuditEntry:
 
 
 @dataclass(frozen=True)
+class AuditRecord:
+    """An event to append (:meth:`AuditLog.append_many`): what :meth:`AuditLog.append` takes."""
+
+    event: str
+    actor: str
+    request_id: str | None = None
+    details: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class AuditReport:
     """The outcome of :meth:`AuditLog.verify`: ``ok`` when ``problems`` is empty."""
 
@@ -156,30 +171,38 @@ class AuditLog:
         details: Mapping[str, Any] | None = None,
     ) -> AuditEntry:
         """Record ``event`` by ``actor`` and return the chained entry."""
-        body = dict(details or {})
-        try:
-            details_json = canonical_json(body).decode()
-            body = json.loads(details_json, parse_constant=_no_constant)  # as verify reads it
-        except (TypeError, ValueError) as exc:
-            raise AuditError(f"audit details are not JSON-serialisable: {exc}") from None
+        return self.append_many([AuditRecord(event, actor, request_id, details)])[0]
+
+    def append_many(self, records: Sequence[AuditRecord]) -> list[AuditEntry]:
+        """Record ``records`` in order, in one transaction; return the chained entries."""
+        prepared = [(r, *_details(r.details)) for r in records]
+        if not prepared:
+            return []
+        entries: list[AuditEntry] = []
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     seq, prev = self._head_unlocked()
-                    entry = _seal(
-                        seq=seq + 1,
-                        time=datetime.now(UTC).isoformat(timespec="microseconds"),
-                        actor=actor,
-                        event=event,
-                        site=self.site,
-                        request_id=request_id,
-                        details=body,
-                        prev_hash=prev,
-                    )
-                    self._db.execute(
-                        f"INSERT INTO audit ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (*_row(entry)[:6], details_json, entry.prev_hash, entry.hash),
+                    rows = []
+                    for record, body, stored, canonical in prepared:
+                        seq += 1
+                        entry = _seal(
+                            seq=seq,
+                            time=datetime.now(UTC).isoformat(timespec="microseconds"),
+                            actor=record.actor,
+                            event=record.event,
+                            site=self.site,
+                            request_id=record.request_id,
+                            details=body,
+                            prev_hash=prev,
+                            canonical_details=canonical,
+                        )
+                        rows.append((*_row(entry), stored, entry.prev_hash, entry.hash))
+                        entries.append(entry)
+                        prev = entry.hash
+                    self._db.executemany(
+                        f"INSERT INTO audit ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
                     )
                     self._db.execute("COMMIT")
                 except BaseException:
@@ -187,7 +210,7 @@ class AuditLog:
                     raise
             except sqlite3.Error as exc:
                 raise AuditError(f"cannot append to audit log: {exc}", site=self.site) from None
-        return entry
+        return entries
 
     def entries(
         self,
@@ -263,9 +286,31 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _seal(**fields: Any) -> AuditEntry:
-    unsealed = AuditEntry(hash="", **fields)
-    return AuditEntry(hash=unsealed.expected_hash(), **fields)
+def _details(details: Mapping[str, Any] | None) -> tuple[dict[str, Any], str, str]:
+    """The details as verify will read them, the JSON text stored, and their canonical JSON."""
+    try:
+        stored = canonical_json(dict(details or {})).decode()
+        body = json.loads(stored, parse_constant=_no_constant)  # as verify reads it
+    except (TypeError, ValueError) as exc:
+        raise AuditError(f"audit details are not JSON-serialisable: {exc}") from None
+    return body, stored, canonical_json(body).decode()
+
+
+def _seal(*, canonical_details: str, **fields: Any) -> AuditEntry:
+    """The entry with its hash: :meth:`AuditEntry.expected_hash`, without copying the details.
+
+    The canonical JSON of the body is that of its sorted keys, so the details' canonical text
+    (of the parsed details, as verify hashes them) is spliced into it as is.
+    """
+    text = ",".join(
+        f"{json.dumps(key)}:{canonical_details if key == 'details' else _scalar(fields[key])}"
+        for key in sorted(fields)
+    )
+    return AuditEntry(hash=digest_bytes(("{" + text + "}").encode()), **fields)
+
+
+def _scalar(value: Any) -> str:
+    return canonical_json(value).decode()
 
 
 def _row(entry: AuditEntry) -> tuple[Any, ...]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from governance import GENESIS, AuditError, AuditLog
-from governance.audit import AuditEntry
+from governance.audit import AuditEntry, AuditRecord
 
 SITE = "site-eu"
 
@@ -314,3 +314,22 @@ def test_random_tampering_is_named_by_kind(tmp_path: Path, seed: int) -> None:
     assert not report.ok
     assert all(kind in problem for problem in report.problems), report.problems
     assert 1 <= len(report.problems) <= 2
+
+
+def test_append_many_chains_in_one_transaction_as_verify_reads_it(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.db", site="orchestrator")
+    log.append("request.sent", actor="researcher", request_id="r1")
+    awkward = {"b": {10: "x", 9: "y"}, "a": ["é", 1.5, None, True], "z": {"nested": {"k": 2}}}
+    entries = log.append_many(
+        [AuditRecord("site.outcome", f"site-{i}", "r1", {**awkward, "i": i}) for i in range(3)]
+    )
+    assert [e.seq for e in entries] == [2, 3, 4]
+    assert all(e.hash == e.expected_hash() for e in entries)
+    assert entries[0].prev_hash == log.entries()[0].hash
+    assert log.append_many([]) == []
+    with pytest.raises(AuditError):
+        log.append_many(
+            [AuditRecord("ok", "a"), AuditRecord("bad", "a", None, {"x": float("nan")})]
+        )
+    assert log.head() == (4, entries[-1].hash)  # nothing of a failed batch is written
+    assert log.verify().ok
