@@ -10,9 +10,15 @@ lands in the site's audit log; errors and audit entries name what was wrong, nev
 values.
 
 A request is refused if it is stale or its nonce was already used for the same step (see
-:mod:`executors.replay`). Jobs survive a restart: quarantined and released jobs are read back
-from the quarantine folder; a job that was still running when the process died is marked
-failed ("interrupted"), never silently lost.
+:mod:`executors.replay`). ``submit`` re-checks every request; for the very request (same
+digest: token, nonce, parameters and all) that ``check`` allowed moments before, it reuses that
+decision when the policy is the same object, the token has not expired and at most
+:data:`REUSE_WITHIN` has passed (audited as ``gate.allowed`` with ``decided_at: check``); the
+replay guard and the column check still run.
+
+Jobs survive a restart: quarantined and released jobs are read back from the quarantine
+folder; a job that was still running when the process died is marked failed ("interrupted"),
+never silently lost.
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import uuid
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +72,13 @@ from governance.identity import TrustedIssuer, verify_token
 from governance.policy import SitePolicy
 from governance.receipts import ReceiptKey
 
-__all__ = ["SiteNode"]
+__all__ = ["REUSE_WITHIN", "SiteNode"]
 
 log = logging.getLogger(__name__)
+
+REUSE_WITHIN = 60.0
+"""Seconds during which ``submit`` reuses the decision ``check`` made on the same request."""
+_REUSE_KEPT = 4096
 
 
 @dataclass(frozen=True)
@@ -78,6 +90,17 @@ class _Plan:
     params: Any = None
     dataset: Dataset | None = None
     tables: TableColumns | None = None
+    expires_at: datetime | None = None
+    """When the token the decision was made for expires."""
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """An allowing decision of ``check``, kept for the ``submit`` of the same request."""
+
+    plan: _Plan
+    policy: SitePolicy
+    at: float
 
 
 class SiteNode:
@@ -115,6 +138,8 @@ class SiteNode:
         self.cluster = SiteCluster(config.dask, name=self.name)
         self._runner = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{self.name}-job")
         self._done: dict[str, threading.Event] = {}
+        self._checked: OrderedDict[str, _Checked] = OrderedDict()
+        self._checked_lock = threading.Lock()
         self._stopping = False
         for job in interrupted:
             self._audit(job.request, "job.failed", job_id=job.job_id, error="interrupted")
@@ -261,6 +286,7 @@ class SiteNode:
     # -- internals ---------------------------------------------------------------------------
 
     def _plan(self, request: Request, *, step: str) -> _Plan:
+        digest = request.digest()
         self._audit(
             request,
             "request.received",
@@ -268,7 +294,7 @@ class SiteNode:
             analysis=str(request.analysis),
             code_digest=request.analysis.code_digest,
             dataset=request.dataset,
-            request_digest=request.digest(),
+            request_digest=digest,
         )
         stale = self.replay.refusal(request, step)
         if stale is not None:
@@ -290,7 +316,12 @@ class SiteNode:
             )
             return _Plan(decision)
         try:
-            plan = self._decide(request)
+            plan = self._reused(digest) if step == "submit" else None
+            reused = plan is not None
+            if plan is None:
+                plan = self._decide(request)
+            elif plan.dataset is not None and plan.tables is not None:
+                plan.dataset.check_columns(plan.tables)
         except FedflowError as exc:
             self._audit(
                 request, "request.invalid", step=step, error=type(exc).__name__, message=exc.message
@@ -309,8 +340,31 @@ class SiteNode:
             policy_digest=decision.policy_digest,
             project=decision.project,
             purpose=decision.purpose,
+            **({"decided_at": "check"} if reused else {}),
         )
+        if step == "check" and decision.allowed:
+            self._keep(digest, plan)
         return plan
+
+    def _keep(self, digest: str, plan: _Plan) -> None:
+        """Keep ``check``'s allowing plan for the ``submit`` of the same request."""
+        with self._checked_lock:
+            self._checked[digest] = _Checked(plan, self.policy, time.monotonic())
+            while len(self._checked) > _REUSE_KEPT:
+                self._checked.popitem(last=False)
+
+    def _reused(self, digest: str) -> _Plan | None:
+        """The plan ``check`` made for this request, if it may still stand (used once)."""
+        with self._checked_lock:
+            kept = self._checked.pop(digest, None)
+        if kept is None or kept.policy is not self.policy:
+            return None
+        if time.monotonic() - kept.at > REUSE_WITHIN:
+            return None
+        expires = kept.plan.expires_at
+        if expires is None or datetime.now(UTC) >= expires:
+            return None
+        return kept.plan
 
     def _decide(self, request: Request) -> _Plan:
         # Authenticate first: an unauthenticated caller learns nothing about analyses or data.
@@ -343,7 +397,8 @@ class SiteNode:
         dataset = self.catalogue.get(request.dataset)
         dataset.check_columns(tables)
         # Run at the resolution the policy allows (e.g. a Beacon count as a boolean).
-        return _Plan(decision, analysis, self.policy.answered_params(params), dataset, tables)
+        answered = self.policy.answered_params(params)
+        return _Plan(decision, analysis, answered, dataset, tables, identity.expires_at)
 
     def _execute(self, job: Job, plan: _Plan) -> None:
         assert plan.analysis is not None and plan.dataset is not None and plan.tables is not None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
+import yaml
 
 from executors import JobNotFound, RequestRefused, SiteConfig, SiteError, SiteNode
 from fedflow.core import InvalidParameters, UnknownAnalysis, to_ipc
@@ -16,6 +18,7 @@ from fedflow.core.registry import AnalysisRegistry, default_registry
 from flows.analyses.cohort_count import CohortCount
 from flows.demo import ALL, FEDERATION, ISSUER, DemoSite, build_demo
 from governance.identity import IssuerKey, issue_token
+from governance.policy import SitePolicy
 
 pytestmark = pytest.mark.integration
 
@@ -256,3 +259,60 @@ def _flatten(value: object) -> list[object]:
     if isinstance(value, list):
         return [x for v in value for x in _flatten(v)]
     return [value]
+
+
+def _gates(node: SiteNode, request_id: str) -> list[tuple[str, str, object]]:
+    return [
+        (e.event, e.details["step"], e.details.get("decided_at"))
+        for e in node.audit.entries(request_id=request_id)
+        if e.event.startswith("gate.")
+    ]
+
+
+def test_submit_reuses_only_the_decision_check_made_on_the_same_request(site):
+    checked = request(site, "cohort_count", GI_BLEED)
+    assert site.check(checked).allowed
+    site.submit(checked)
+    assert _gates(site, checked.request_id) == [
+        ("gate.allowed", "check", None),
+        ("gate.allowed", "submit", "check"),
+    ]
+    unchecked = request(site, "cohort_count", GI_BLEED)  # never checked: decided in full
+    site.submit(unchecked)
+    assert _gates(site, unchecked.request_id) == [("gate.allowed", "submit", None)]
+    # A policy reloaded between check and submit decides again: its refusal stands.
+    reloaded = request(site, "cohort_count", GI_BLEED)
+    assert site.check(reloaded).allowed
+    raw = yaml.safe_load((site.root / "sites" / "test-site" / "policy.yaml").read_text())
+    raw["analyses"] = [a for a in raw["analyses"] if a["name"] != "cohort_count"]
+    site.policy = SitePolicy.parse(raw)
+    with pytest.raises(RequestRefused):
+        site.submit(reloaded)
+    assert _gates(site, reloaded.request_id)[-1] == ("gate.denied", "submit", None)
+
+
+def test_no_remembered_decision_outlives_the_token(site):
+    key = IssuerKey.load(site.root / "issuer" / "demo-issuer.key.pem", ISSUER)
+
+    def token(ttl: timedelta, now: datetime | None = None) -> str:
+        return issue_token(
+            key,
+            researcher="alice@uni.example",
+            project="gibleed-study",
+            purpose="disease-specific research",
+            audience=FEDERATION,
+            ttl=ttl,
+            now=now,
+        )
+
+    assert site.check(request(site, "cohort_count", GI_BLEED)).allowed  # the facts are known
+    past = datetime.now(UTC) - timedelta(minutes=5)
+    expired = request(site, "cohort_count", GI_BLEED, token=token(timedelta(minutes=1), past))
+    decision = site.check(expired)
+    assert decision.verdict is Verdict.DENY and "token rejected" in decision.reasons[0]
+    # check allowed a token about to expire; submit after its expiry does not reuse that.
+    short = request(site, "cohort_count", GI_BLEED, token=token(timedelta(seconds=1)))
+    assert site.check(short).allowed
+    time.sleep(1.2)
+    site.submit(short)  # within the token's leeway: allowed, but decided again
+    assert _gates(site, short.request_id)[-1] == ("gate.allowed", "submit", None)
