@@ -1,8 +1,8 @@
 """The custodian review page: accounts, sign-in, CSRF, lockout, bad input, and a real browser.
 
 The unit tests drive the page with Starlette's TestClient over a review queue holding one
-result filed by hand. The acceptance test runs a flow over an in-process federation whose
-``site-0`` holds ``cohort_count`` results for review, serves the page on loopback, and approves
+result filed by hand. The acceptance test runs a flow over an in-process site that holds
+``cohort_count`` results for review, serves the page on loopback, and approves
 the held output in headless Chromium while the flow waits.
 """
 
@@ -320,11 +320,10 @@ GI_BLEED = {"domain": "condition", "concept_ids": [192671], "include_descendants
 
 @pytest.fixture
 def reviewing_federation(make_federation) -> tuple[Path, SiteConfig]:  # type: ignore[no-untyped-def]
-    """(profile, site-0's config): two open in-process sites; site-0 holds cohort counts."""
+    """(profile, site-0's config): one open in-process site that holds cohort counts."""
     from flows.demo import ALL, DemoSite
 
-    sites = [DemoSite(f"site-{i}", "EU", s, 1, ALL, True) for i, s in enumerate((0.6, 0.4))]
-    profile, _ = make_federation(sites)
+    profile, _ = make_federation([DemoSite("site-0", "EU", 1.0, 1, ALL, True)])
     home = profile.parent / "sites" / "site-0"
     policy = yaml.safe_load((home / "policy.yaml").read_text())
     policy["review"] = {"analyses": ["cohort_count"]}
@@ -405,7 +404,7 @@ def test_a_custodian_approves_in_the_browser_and_the_waiting_flow_completes(  # 
         "review",
         job_id,
     )
-    assert result.sites_contributing == ["site-0", "site-1"]
+    assert result.sites_contributing == ["site-0"]
     assert result.result.equals(pl.from_arrow(pooled_answer("cohort_count", GI_BLEED, eunomia)))
 
     with AuditLog(site0.state_dir / "audit.db", site=site0.site) as log:
