@@ -10,9 +10,9 @@ limits, errors, receipts and audit are the service's; the response goes back as 
 
 Only the site protocol's routes are served (:data:`ROUTES`). A call that is malformed, too
 large or for another route is refused and audited (``relay.refused``) in the site's log.
-Calls run concurrently (up to ``max_concurrent``); when the relay cannot be reached the agent
-retries with backoff (0.5 s doubling to 10 s). On stop it ends its poll, lets running calls
-finish, and closes the node it opened (``site.stopped`` is audited).
+Calls run concurrently (up to ``max_concurrent``) while polling goes on; when the relay cannot
+be reached the agent retries with backoff (0.5 s doubling to 10 s). On stop it ends its poll,
+lets running calls finish, and closes the node it opened (``site.stopped`` is audited).
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ ROUTES = tuple(
 )
 """The site protocol's routes: the only ones a call may reach."""
 
+_KEEPALIVE_S = 25.0  # under the relay's 30 s, so the relay never closes a connection in use
 _ENVELOPE_BYTES = 64 * 1024  # what a call adds to its body: headers, ids, base64 growth
 
 
@@ -159,6 +160,7 @@ class SiteAgent:
                     base_url=f"{self.relay}/v1",
                     verify=self._tls,
                     timeout=httpx.Timeout(self.poll_s + 15.0, connect=10.0),
+                    limits=httpx.Limits(keepalive_expiry=_KEEPALIVE_S),
                 ) as relay,
                 httpx.AsyncClient(
                     transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
@@ -173,35 +175,38 @@ class SiteAgent:
 
     async def _serve(self, relay: httpx.AsyncClient, site: httpx.AsyncClient) -> None:
         assert self._stop is not None
-        slots = asyncio.Semaphore(self.max_concurrent)
+        slots = asyncio.Semaphore(self.max_concurrent)  # calls that run at once
+        # Calls fetched and not answered yet. Polling goes on while calls run (a site whose
+        # agent stops polling is offline at the relay), up to this many.
+        fetched = asyncio.Semaphore(self.max_concurrent * 4)
         running: set[asyncio.Task[None]] = set()
         backoff = 0.5
         stopping = asyncio.ensure_future(self._stop.wait())
         while not self._stop.is_set():
-            await slots.acquire()
+            await fetched.acquire()
             poll = asyncio.ensure_future(self._poll(relay))
             await asyncio.wait({poll, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if not poll.done():
                 poll.cancel()
-                slots.release()
+                fetched.release()
                 break
             try:
                 raw = poll.result()
                 backoff = 0.5
             except (httpx.HTTPError, _PollRefused) as exc:
-                slots.release()
+                fetched.release()
                 log.warning(json.dumps({"event": "agent.poll_failed", "error": str(exc)[:200]}))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(stopping), backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
             if raw is None:
-                slots.release()
+                fetched.release()
                 continue
-            task = asyncio.create_task(self._answer(relay, site, raw))
+            task = asyncio.create_task(self._answer(relay, site, raw, slots))
             running.add(task)
             task.add_done_callback(running.discard)
-            task.add_done_callback(lambda _: slots.release())
+            task.add_done_callback(lambda _: fetched.release())
         if running:
             await asyncio.wait(running, timeout=self.limits.graceful_timeout_s + 30.0)
 
@@ -223,9 +228,16 @@ class SiteAgent:
                     return None
             return bytes(body)
 
-    async def _answer(self, relay: httpx.AsyncClient, site: httpx.AsyncClient, raw: bytes) -> None:
+    async def _answer(
+        self,
+        relay: httpx.AsyncClient,
+        site: httpx.AsyncClient,
+        raw: bytes,
+        slots: asyncio.Semaphore,
+    ) -> None:
         try:
-            await self._answer_one(relay, site, raw)
+            async with slots:
+                await self._answer_one(relay, site, raw)
         except Exception as exc:  # one call's failure must not end the agent
             log.error(json.dumps({"event": "agent.call_failed", "error": type(exc).__name__}))
 

@@ -96,7 +96,12 @@ class PullSiteTransport(HttpsSiteTransport):
                 f"site {site}: cannot load TLS files ({type(exc).__name__})"
             ) from None
         self.relay = relay.rstrip("/")
-        client = httpx.Client(base_url=f"{self.relay}/v1", verify=verify, follow_redirects=False)
+        client = httpx.Client(
+            base_url=f"{self.relay}/v1",
+            verify=verify,
+            follow_redirects=False,
+            limits=httpx.Limits(keepalive_expiry=25.0),  # under the relay's 30 s
+        )
         self._open(
             site,
             f"https://{site}.pull.invalid",  # never dialled: RelayChannel carries every call
