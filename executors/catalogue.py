@@ -5,10 +5,11 @@ column are *person tables*: a job splits them into partitions of disjoint person
 read with column projection and a range filter (so each worker reads only its rows and the
 declared columns). Other tables (the vocabulary) are read whole, once per job.
 
-A table's schema (its parquet footer) is kept per file and read again only when the file's
-size or modification time changed: the pre-gate checks the requested columns twice per
-request at every site, and reading footers was a third of its cost. A stale schema could
-only wrongly pass or refuse the column check; the read itself checks the columns again.
+A table's schema (its parquet footer) and the person count are kept per file and read again
+only when the file's size or modification time changed (as the workers' prepared designs are,
+:mod:`executors.cluster`): the pre-gate checks the requested columns twice per request at
+every site, and reading footers was a third of its cost. A stale schema could only wrongly
+pass or refuse the column check; the read itself checks the columns again.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Dataset:
         self.name = name
         self.location = location
         self._schemas: dict[str, tuple[tuple[int, int], pa.Schema]] = {}
+        self._counts: dict[str, tuple[tuple[int, int], int]] = {}
         self._lock = threading.Lock()
 
     @cached_property
@@ -108,9 +110,20 @@ class Dataset:
             return read_parquet(self.location, table, list(columns), filters)
 
     def person_count(self) -> int:
-        """How many distinct persons the ``person`` table holds."""
+        """How many distinct persons the ``person`` table holds (kept as schemas are)."""
+        self._require("person")
+        with self._named():
+            stamp = self._stamp("person")
+        with self._lock:
+            kept = self._counts.get("person")
+        if stamp is not None and kept is not None and kept[0] == stamp:
+            return kept[1]
         ids = pc.drop_null(self.read("person", [PERSON_ID])[PERSON_ID])
-        return int(pc.count_distinct(ids).as_py())
+        count = int(pc.count_distinct(ids).as_py())
+        if stamp is not None:
+            with self._lock:
+                self._counts["person"] = (stamp, count)
+        return count
 
     def partitions(self, count: int) -> list[PersonRange]:
         """Split the persons into ``count`` ranges of about equal size (fewer if few persons)."""

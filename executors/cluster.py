@@ -257,7 +257,9 @@ class SiteCluster:
         url = dataset.location.url
         shared = self.client.submit(_read_shared, url, dataset.name, shared_tables, pure=False)
         count = self.config.partitions or 2 * self.threads
-        ranges = dataset.partitions(count) if person_tables else [None]
+        ranges: list[PersonRange | None] = (
+            list(self._partitions(dataset, _listing(dataset), count)) if person_tables else [None]
+        )
         futures: list[Future] = [
             self.client.submit(
                 run, analysis, params, url, dataset.name, person_tables, rng, shared, pure=False
