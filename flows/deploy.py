@@ -30,6 +30,7 @@ import asyncio
 import contextvars
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -187,11 +188,11 @@ def served_library(
     with prefect_api(
         home, timeout=timeout, host=host, port=port, database_url=database_url, reuse=False
     ) as api:
+        deployments = library_deployments(federation)  # while the server starts
         url = api.wait()
         previous = os.environ.get("PREFECT_API_URL")
         os.environ["PREFECT_API_URL"] = url
         try:
-            deployments = library_deployments(federation)
             runner = Runner(
                 name=f"fedflow-{deployments[0].name}",
                 query_seconds=POLL_SECONDS,
@@ -235,12 +236,11 @@ def _running(runner: Any, timeout: float) -> Iterator[None]:
 def _wait_started(
     runner: Any, thread: threading.Thread, failure: Sequence[BaseException], timeout: float
 ) -> None:
-    waited = threading.Event()
-    for _ in range(int(timeout / 0.05)):
-        if runner.started and runner._loop is not None:
-            return
+    deadline = time.monotonic() + timeout
+    while not (runner.started and runner._loop is not None):
         if not thread.is_alive():
             cause = failure[0] if failure else None
             raise LibraryNotServed(f"the runner stopped while starting: {cause!r}") from cause
-        waited.wait(0.05)
-    raise LibraryNotServed(f"the runner did not start within {timeout:g} s")
+        if time.monotonic() > deadline:
+            raise LibraryNotServed(f"the runner did not start within {timeout:g} s")
+        time.sleep(0.05)
