@@ -26,6 +26,7 @@ from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from executors.config import ReviewPageConfig, SiteConfig
+from executors.errors import SiteUnavailable
 from executors.review_web import ReviewPageServer, create_review_app
 from executors.webusers import InvalidWebUser, UnknownWebUser, WebUserExists, WebUsers
 from fedflow.cli.site import app as site_cli
@@ -418,3 +419,48 @@ def test_a_custodian_approves_in_the_browser_and_the_waiting_flow_completes(  # 
         (released,) = log.entries(event="airlock.released")
         assert released.details["review"]["reviewer"] == "carol"
         assert released.details["digests"]["review"] == approved.details["decision_digest"]
+
+
+@pytest.mark.integration
+def test_site_serve_runs_the_page_beside_the_site_api_and_stops_both(  # type: ignore[no-untyped-def]
+    make_federation, eunomia
+):
+    import httpx
+
+    from executors.process import SiteProcess, free_port
+    from flows.demo import ALL, DemoSite
+
+    profile, _ = make_federation(
+        [DemoSite("site-0", "EU", 1.0, 1, ALL, True)], tables={"person": eunomia["person"]}
+    )
+    config = profile.parent / "sites" / "site-0" / "site.yaml"
+    raw = yaml.safe_load(config.read_text())
+    raw["review_page"] = {"port": free_port()}
+    config.write_text(yaml.safe_dump(raw))
+    api = SiteProcess(
+        config, port=free_port(), log=config.parent / "serve.log", args=("--allow-insecure-http",)
+    )
+    urls = (
+        f"http://127.0.0.1:{api.port}/v1/health",
+        f"http://127.0.0.1:{raw['review_page']['port']}/signin",
+    )
+    with httpx.Client(trust_env=False, timeout=5) as http:
+
+        def both_up() -> None:
+            try:
+                for url in urls:
+                    http.get(url).raise_for_status()
+            except httpx.HTTPError as exc:
+                raise SiteUnavailable(str(exc)) from None
+
+        try:
+            api.start().wait_healthy(both_up)
+            assert "Sign in" in http.get(urls[1]).text
+        finally:
+            code = api.stop()
+        assert code in (0, -15)  # uvicorn re-raises SIGTERM after a clean stop
+        for url in urls:
+            with pytest.raises(httpx.TransportError):
+                http.get(url)
+    with AuditLog(config.parent / "state" / "audit.db", site="site-0") as log:
+        assert [e.event for e in log.entries()][-1] == "site.stopped"
