@@ -48,9 +48,50 @@ from executors.pull.messages import Call, Reply
 from executors.pull.tls import ClientCertH11Protocol, peer_name
 from executors.service import status_of
 from fedflow.core import FedflowError, InvalidRequest, PayloadTooLarge
+from fedflow.core.controls import Control
 from governance.audit import AuditLog
 
 __all__ = ["RelayServer", "create_relay_app", "main", "serve"]
+
+_ROLES_TEST = (
+    "tests/executors/test_pull.py::test_each_client_acts_only_in_its_role_and_only_for_its_own_site"
+)
+__controls__ = (
+    Control(
+        "NIST AC-3",
+        "The relay knows each client by its certificate's name: orchestrators only post calls; "
+        "a site only fetches the calls queued under its own name and answers only those.",
+        tests=(_ROLES_TEST,),
+    ),
+    Control(
+        "NIST AC-4",
+        "A pull site accepts no connection: its agent dials out and serves only the site "
+        "protocol's routes; anything else is refused and audited at the site.",
+        tests=(
+            _ROLES_TEST,
+            "tests/executors/test_pull.py::test_a_federated_step_over_a_pull_site_equals_the_pooled_answer",
+        ),
+    ),
+    Control(
+        "NIST SC-8",
+        "Orchestrator to relay and site agent to relay are mutual TLS; the agent pins the "
+        "relay's CA and a certificate from another CA fails the handshake.",
+        tests=(_ROLES_TEST,),
+    ),
+    Control(
+        "NIST SI-10",
+        "Oversized and malformed calls and replies get 413/422 and are audited at the relay.",
+        tests=(_ROLES_TEST,),
+    ),
+    Control(
+        "NIST AU-10",
+        "The relay cannot forge a release: it is signed at the site and verified against the "
+        "site's pinned receipt key; an altered release is refused.",
+        tests=(
+            "tests/executors/test_pull.py::test_a_release_a_compromised_relay_alters_fails_its_receipt",
+        ),
+    ),
+)
 
 log = logging.getLogger("executors.pull.relay")
 

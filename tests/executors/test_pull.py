@@ -170,6 +170,12 @@ def test_each_client_acts_only_in_its_role_and_only_for_its_own_site(
         assert ghost.post("/replies", content=reply.model_dump_json()).status_code == 204
         waiting.join(15)
         assert Reply.model_validate_json(answered[0].content) == reply
+        # the agent serves only the site protocol's routes, and audits what it refuses
+        other = Call(method="GET", path="/v1/review/held", timeout=10.0)
+        answer = orchestrator.post(f"/sites/{PULL}/calls", content=other.model_dump_json())
+        assert Reply.model_validate_json(answer.content).status == 404
+        refusals = pulled.agent.node.audit.entries(event="relay.refused")
+        assert refusals and refusals[-1].details["reason"] == "route"
         # oversized and malformed calls are refused
         big = Call(method="POST", path="/v1/check", body=b"x" * 70_000)
         assert (
