@@ -305,7 +305,7 @@ def create_review_app(
             user=session.user,
             csrf=session.csrf,
             show_all=show_all,
-            items=list(reversed(items)),
+            items=items,
         )
 
     def held(request: Request, session: Session) -> Any:
