@@ -13,15 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from fedflow.core import FedflowError, digest_bytes, digest_json, to_ipc
-from fedflow.core.messages import Request
+from fedflow.core import FedflowError, OutputKind, digest_bytes, digest_json, to_ipc
+from fedflow.core.messages import Release, Request
 from fedflow.core.registry import default_registry
 from flows import secure as secure_step
 from flows import steps
@@ -29,11 +31,16 @@ from flows.errors import QuorumNotMet
 from flows.events import emit_governance
 from flows.federation import FederationSession, connect, open_session
 from flows.outcomes import FederatedResult, SiteOutcome, SiteStatus
+from flows.resume import CheckpointStore, Saved, cached_pieces, resumed_releases
+from flows.strategy import ErrorStrategy, StepPolicy, stop_on_failure
+from governance.audit import AuditLog
 from governance.checkpoints import verify_checkpoint
 from governance.errors import CheckpointInvalid
 
 __all__ = ["federated_analysis", "run_analysis"]
 
+CHECKPOINTS = "checkpoints.db"
+"""The checkpoint store's file in the federation's ``state_dir`` (:mod:`flows.resume`)."""
 ARTIFACT_ROWS = 1000
 """Rows of a result shown in its Prefect table artifact (a GWAS has one per variant)."""
 
@@ -50,12 +57,17 @@ def federated_analysis(
     review_timeout: float = steps.DEFAULT_REVIEW_TIMEOUT,
     secure: bool | None = None,
     cells: dict[str, list[str]] | None = None,
+    policy: StepPolicy | None = None,
+    resume: bool = False,
 ) -> FederatedResult:
     """Run one federated analysis over the sites of the ``federation`` profile.
 
     ``secure``: None (default) sums an additive output securely when it can (two or more
     sites, and a known key set for a frequency table); False never does; True requires it.
     ``cells``: the levels of each dimension of a frequency table, fixing its key set.
+    ``policy``: timeout, retries, quorum and error strategy (:class:`~flows.strategy.StepPolicy`;
+    default: ``min_sites`` and ``timeout`` with two retries of a transient failure).
+    ``resume``: reuse the verified releases of an earlier run of this step; ask only the rest.
     """
     with open_session(federation) as session:
         return _federated_step(
@@ -69,6 +81,8 @@ def federated_analysis(
             review_timeout,
             secure=secure,
             cells=cells,
+            policy=policy,
+            resume=resume,
         )
 
 
@@ -84,8 +98,16 @@ def run_analysis(
     review_timeout: float = steps.DEFAULT_REVIEW_TIMEOUT,
     secure: bool | None = None,
     cells: Mapping[str, Sequence[str]] | None = None,
+    policy: StepPolicy | None = None,
+    resume: bool = False,
 ) -> FederatedResult:
     """Run ``analysis`` with ``params`` over a federation (an open session or a profile path).
+
+    ``policy``: what to do when sites fail (``docs/failures.md``): a timeout per site stage,
+    retries with backoff for transient failures, the quorum (``min_sites``, ``min_fraction``;
+    the larger of it and ``min_sites`` applies) and the error strategy (``retry``, ``ignore``,
+    ``terminate``). ``resume``: reuse, after verifying them again, the releases an earlier run
+    of the same step kept, and ask only the sites that did not deliver (audited).
 
     ``review_timeout``: how many seconds to wait for a site's custodian to decide on a result
     the site holds for review (default 300); a site still undecided then counts as not
@@ -110,6 +132,8 @@ def run_analysis(
             review_timeout=review_timeout,
             secure=secure,
             cells=cell_lists,
+            policy=policy,
+            resume=resume,
         )
     with connect(Path(federation), token=token) as session:
         return run_analysis(
@@ -122,6 +146,8 @@ def run_analysis(
             review_timeout=review_timeout,
             secure=secure,
             cells=cells,
+            policy=policy,
+            resume=resume,
         )
 
 
@@ -138,11 +164,27 @@ def _federated_step(
     secure: bool | None = None,
     cells: Mapping[str, Sequence[str]] | None = None,
     pool: Executor | None = None,
+    policy: StepPolicy | None = None,
+    skip: Mapping[str, str] | None = None,
+    resume: bool = False,
+    flow_name: str = "federated-analysis",
+    round_no: int | None = None,
 ) -> FederatedResult:
     """One federated step. ``pool``: run the site stages in its threads, inside the caller's
-    task run (a fit's round), instead of as task runs of their own."""
+    task run (a fit's round), instead of as task runs of their own.
+
+    ``policy``: timeout, retries, quorum and error strategy (default: ``min_sites`` and
+    ``timeout`` with the default retries). ``skip``: sites not to ask, with why (a fit's
+    dropped sites): the step's outcomes leave them out; a quorum fraction counts every site.
+    ``resume``: reuse the verified releases an earlier run of the same step kept
+    (:mod:`flows.resume`) and ask only the other sites.
+    ``flow_name`` and ``round_no`` name the step in the checkpoint key.
+    """
     logger = get_run_logger()
     audit = session.audit
+    transports = session.transports
+    policy = policy or StepPolicy(min_sites=min_sites, timeout=timeout)
+    needed = max(min_sites, policy.required(len(transports)), 1)
     try:
         analysis = default_registry().get(name, version)
         params = analysis.parse_params(raw_params)
@@ -157,30 +199,17 @@ def _federated_step(
         dataset=dataset or session.profile.dataset,
         token=session.token,
     )
-    audit.append(
-        "request.sent",
-        actor="researcher",
-        request_id=request.request_id,
-        details={
-            "analysis": str(request.analysis),
-            "code_digest": request.analysis.code_digest,
-            "dataset": request.dataset,
-            "params": request.params,
-            "params_digest": digest_json(request.params),
-            "sites": list(session.transports),
-            "request_digest": request.digest(),
-            **_flow_run(),
-        },
-    )
+    skip = dict(skip or {})
+    asked = [s for s in transports if s not in skip]
+    _audit_request(audit, request, asked, policy)
     logger.info(
         "request %s: %s over %d site(s)",
         request.request_id,
         request.analysis,
-        len(session.transports),
+        len(asked),
     )
 
     outcomes: dict[str, SiteOutcome] = {}
-    transports = session.transports
     can_mask, agreed = secure_step.maskable(analysis, params, cells)
     if secure and not can_mask:
         raise secure_step.SecureAggregationUnavailable(
@@ -190,8 +219,34 @@ def _federated_step(
         )
     masking = can_mask and secure is not False
 
+    store = CheckpointStore(session.profile.state_dir / CHECKPOINTS)
+    key = CheckpointStore.step_key(
+        flow=flow_name,
+        analysis=request.analysis,
+        params=request.params,
+        dataset=request.dataset,
+        sites=list(transports),
+        token=session.token,
+        secure=secure,
+        step=round_no or 0,
+    )
+    cached: dict[str, Saved] = {}
+    if resume:
+        cached = resumed_releases(
+            store,
+            key,
+            session,
+            request,
+            asked,
+            partial_groups=analysis.output is not OutputKind.FREQUENCY,
+        )
+        for site, entry in cached.items():
+            outcomes[site] = replace(steps.release_outcome(site, entry.release), reused=True)
+    fresh = [s for s in asked if s not in cached]
+
     decisions = {
-        s: steps.submit_stage(pool, steps.gate_before, s, t, request) for s, t in transports.items()
+        s: steps.submit_stage(pool, steps.gate_before, s, transports[s], request, policy)
+        for s in fresh
     }
     gate: dict[str, dict[str, Any]] = {}
     allowed = []
@@ -210,14 +265,19 @@ def _federated_step(
             outcomes[site] = SiteOutcome(site, SiteStatus.REFUSED, "gate_before", decision.reasons)
             continue
         allowed.append(site)
+    if policy.error_strategy is ErrorStrategy.TERMINATE:
+        stop_on_failure(outcomes, asked, allowed, request.request_id, audit)
 
     # Run and release at the allowed sites. With secure aggregation, a member of the mask
     # group that does not deliver its masked partial leaves masks in the sum: the step runs
     # again (a new request, fresh masks) with the sites that delivered, and stops with
-    # MaskGroupIncomplete when fewer than min_sites remain. The group shrinks every time.
+    # MaskGroupIncomplete when fewer than the quorum remain. The group shrinks every time.
     receipts: dict[str, dict[str, Any]] = {}
     incomplete: list[str] = []
-    while True:
+    reused = sum(1 for s in cached if outcomes[s].contributed)
+    released: dict[str, Release] = {}
+    partials: list[pa.Table] = []
+    while allowed:  # a mask group's dropouts make it run again with the sites that delivered
         spec = None
         if masking and len(allowed) >= 2:
             spec = secure_step.mask_spec(transports, allowed, agreed)
@@ -229,7 +289,7 @@ def _federated_step(
                 details={"group": spec.sites, "request_digest": request.digest()},
             )
         released = steps.run_and_release(
-            transports, request, allowed, timeout, review_timeout, outcomes, pool
+            transports, request, allowed, timeout, review_timeout, outcomes, pool, policy
         )
         for site, release in released.items():
             if release.receipt is not None:
@@ -249,36 +309,32 @@ def _federated_step(
             "secure.dropout",
             actor="orchestrator",
             request_id=request.request_id,
-            details={"dropped": dropped, "delivered": delivered, "min_sites": min_sites},
+            details={"dropped": dropped, "delivered": delivered, "min_sites": needed},
         )
-        if len(delivered) < max(min_sites, 1):
+        if len(delivered) + reused < needed or policy.error_strategy is ErrorStrategy.TERMINATE:
             incomplete = dropped
             break
         allowed = delivered
+        if not allowed:  # every site dropped out, the cached ones make the quorum
+            released, partials = {}, []
+            break
         request = Request(
             analysis=request.analysis,
             params=request.params,
             dataset=request.dataset,
             token=request.token,
         )
-        audit.append(
-            "request.sent",
-            actor="researcher",
-            request_id=request.request_id,
-            details={
-                "analysis": str(request.analysis),
-                "code_digest": request.analysis.code_digest,
-                "dataset": request.dataset,
-                "params": request.params,
-                "params_digest": digest_json(request.params),
-                "sites": allowed,
-                "request_digest": request.digest(),
-                "recovers": {"dropped": dropped},
-                **_flow_run(),
-            },
+        _audit_request(audit, request, allowed, policy, recovers=dropped)
+    if not incomplete:
+        group = None if request.secure is None else request.request_id
+        store.save(
+            key,
+            [Saved(s, request, r, group) for s, r in released.items() if r.receipt is not None],
         )
-    ordered = [outcomes[s] for s in transports]
-    _checkpoint_sites(session, request.request_id)
+    if round_no is not None:
+        outcomes = {s: replace(o, round=round_no) for s, o in outcomes.items()}
+    ordered = [outcomes[s] for s in asked]
+    _checkpoint_sites(session, request.request_id, [o.site for o in ordered if _answered(o)])
     for outcome in ordered:
         audit.append(
             "site.outcome",
@@ -290,36 +346,46 @@ def _federated_step(
                 "decision": gate.get(outcome.site),
                 "digests": outcome.digests,
                 "receipt": receipts.get(outcome.site),
+                **(
+                    {"reused_from": cached[outcome.site].request.request_id}
+                    if outcome.site in cached
+                    else {}
+                ),
             },
         )
-    _publish_outcomes(name, request.request_id, ordered, gate, min_sites)
+    # flows.events has no event for a skipped site yet: publish the others (the lead wires it)
+    published = [o for o in ordered if o.status is not SiteStatus.SKIPPED]
+    _publish_outcomes(name, request.request_id, published, gate, needed)
 
-    if incomplete or len(partials) < min_sites:
+    contributing = len(partials) + reused
+    if incomplete or contributing < needed:
         audit.append(
             "result.withheld",
             actor="orchestrator",
             request_id=request.request_id,
-            details={"released": len(partials), "min_sites": min_sites, "dropped": incomplete},
+            details={"released": contributing, "min_sites": needed, "dropped": incomplete},
         )
+    if policy.error_strategy is ErrorStrategy.TERMINATE:
+        stop_on_failure(outcomes, asked, [], request.request_id, audit)
     if incomplete:
-        needed = max(min_sites, 1)
         raise secure_step.MaskGroupIncomplete(
             f"site(s) {', '.join(incomplete)} of the mask group delivered no masked partial; "
-            f"{len(partials)} site(s) remain and the step needs {needed}",
+            f"{contributing} site(s) remain and the step needs {needed}",
             dropped=incomplete,
             outcomes=ordered,
             request_id=request.request_id,
         )
-    if len(partials) < min_sites:
+    if contributing < needed:
         raise QuorumNotMet(
-            f"{len(partials)} site(s) released a partial; the step needs {min_sites}",
+            f"{contributing} site(s) released a partial; the step needs {needed}",
             outcomes=ordered,
             request_id=request.request_id,
         )
+    pieces = cached_pieces(cached)
     if request.secure is None:
-        merged = analysis.merge(partials)
-    else:
-        merged, suppressed, reasons = secure_step.combine(partials)
+        pieces.extend(partials)
+    elif partials:
+        summed, suppressed, reasons = secure_step.combine(partials)
         audit.append(
             "result.summed",
             actor="orchestrator",
@@ -332,7 +398,8 @@ def _federated_step(
         )
         if suppressed:
             logger.info("merged totals: %s", "; ".join(reasons))
-        merged = analysis.merge([merged])
+        pieces.append(summed)
+    merged = analysis.merge(pieces)
     final = analysis.finalize(merged, params)
     result_digest = digest_bytes(to_ipc(final))
     frame = pl.from_arrow(final)
@@ -360,13 +427,47 @@ def _federated_step(
     )
 
 
-def _checkpoint_sites(session: FederationSession, request_id: str) -> None:
-    """Keep each site's signed audit head, so a later rewrite of a site's log is detectable.
+def _answered(outcome: SiteOutcome) -> bool:
+    """Whether the site answered this step (so its audit head is worth a checkpoint)."""
+    return outcome.status is not SiteStatus.FAILED and not outcome.reused
+
+
+def _audit_request(
+    audit: AuditLog,
+    request: Request,
+    sites: list[str],
+    policy: StepPolicy,
+    recovers: list[str] | None = None,
+) -> None:
+    """Record the request the researcher's step sends (``recovers``: a mask group's dropouts)."""
+    audit.append(
+        "request.sent",
+        actor="researcher",
+        request_id=request.request_id,
+        details={
+            "analysis": str(request.analysis),
+            "code_digest": request.analysis.code_digest,
+            "dataset": request.dataset,
+            "params": request.params,
+            "params_digest": digest_json(request.params),
+            "sites": sites,
+            "request_digest": request.digest(),
+            "policy": policy.model_dump(mode="json"),
+            **({"recovers": {"dropped": recovers}} if recovers else {}),
+            **_flow_run(),
+        },
+    )
+
+
+def _checkpoint_sites(session: FederationSession, request_id: str, sites: list[str]) -> None:
+    """Keep the signed audit head of each site that answered, so a later rewrite of a site's
+    log is detectable (a site that failed is not asked again).
 
     The checkpoint must be signed by the site's pinned receipt key for this request; one that
     is not is refused and the refusal audited (``site.checkpoint_refused``).
     """
-    for site, transport in session.transports.items():
+    for site in sites:
+        transport = session.transports[site]
         try:
             checkpoint = verify_checkpoint(
                 transport.checkpoint(request_id), transport.receipt_key, site=site, nonce=request_id

@@ -12,9 +12,11 @@ per site, and no subflow run per round.
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any, TypeVar
@@ -29,8 +31,10 @@ from flows.errors import FlowError
 from flows.federated import _federated_step
 from flows.federation import FederationSession, connect
 from flows.outcomes import FederatedResult, SiteOutcome
+from flows.strategy import ErrorStrategy, StepPolicy
 
 __all__ = [
+    "FitSites",
     "check_contributors",
     "federated_round",
     "in_session",
@@ -39,6 +43,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 @task(name="round", task_run_name="{analysis}-round-{round_no}", cache_policy=NO_CACHE)
@@ -51,8 +56,17 @@ def federated_round(
     min_sites: int = 1,
     timeout: float = steps.DEFAULT_TIMEOUT,
     review_timeout: float = steps.DEFAULT_REVIEW_TIMEOUT,
+    *,
+    policy: StepPolicy | None = None,
+    skip: Mapping[str, str] | None = None,
+    resume: bool = False,
+    flow_name: str = "fit",
 ) -> FederatedResult:
-    """One round of a fit: one federated step whose site stages run in threads of this task."""
+    """One round of a fit: one federated step whose site stages run in threads of this task.
+
+    ``skip``: sites dropped earlier in the fit (not asked); ``resume``: reuse the verified
+    releases of an earlier run of this round (same fit, parameters and coefficients).
+    """
     sites = max(len(session.transports), 1)
     with ThreadPoolExecutor(max_workers=sites, thread_name_prefix=f"round-{round_no}") as pool:
         return _federated_step(
@@ -65,7 +79,76 @@ def federated_round(
             timeout,
             review_timeout,
             pool=pool,
+            policy=policy,
+            skip=skip,
+            resume=resume,
+            flow_name=flow_name,
+            round_no=round_no,
         )
+
+
+@dataclass
+class FitSites:
+    """Which sites a fit runs over, round by round, and what happened to each.
+
+    The first round's contributors make the fit. A site that stops contributing in a later
+    round is dropped for the rest of the fit when the error strategy allows it (``retry``
+    after its retries, or ``ignore``): the fit goes on over fewer sites and says so
+    (``dropped``); under ``terminate`` the fit stops with ``error``. Sites never change
+    within a round, so a round after a drop is never taken as converged.
+    """
+
+    policy: StepPolicy
+    error: type[FlowError]
+    contributors: list[str] | None = None
+    dropped: dict[str, int] = field(default_factory=dict)
+    """Site -> the round in which it stopped contributing."""
+    outcomes: dict[str, SiteOutcome] = field(default_factory=dict)
+    """Each site's last outcome: in the last round, or in the round that decided it."""
+
+    def skip(self) -> dict[str, str]:
+        """The sites not to ask in the next round, with why."""
+        if self.contributors is None:
+            return {}
+        return {
+            site: _why(self.outcomes[site])
+            for site in self.outcomes
+            if site not in self.contributors
+        }
+
+    def update(self, step: FederatedResult, round_no: int) -> bool:
+        """Take a round's outcomes; whether the contributing sites stayed the same."""
+        for outcome in step.outcomes:
+            self.outcomes[outcome.site] = outcome
+        sites = step.sites_contributing
+        if self.contributors is None:
+            self.contributors = sites
+            return True
+        lost = [s for s in self.contributors if s not in sites]
+        if not lost:
+            return True
+        if self.policy.error_strategy is ErrorStrategy.TERMINATE:
+            check_contributors(self.contributors, sites, round_no, step.request_id, self.error)
+        for site in lost:
+            self.dropped[site] = round_no
+        logger.warning(
+            "round %d: %s dropped; the fit goes on over %d site(s)",
+            round_no,
+            ", ".join(lost),
+            len(sites),
+        )
+        self.contributors = sites
+        return False
+
+    def report(self, order: list[str]) -> list[SiteOutcome]:
+        """Every site's outcome for the fit, in the federation's order."""
+        return [self.outcomes[s] for s in order if s in self.outcomes]
+
+
+def _why(outcome: SiteOutcome) -> str:
+    """Why a site is not asked any more (its deciding outcome)."""
+    where = "" if outcome.round is None else f" in round {outcome.round}"
+    return f"not asked again: {outcome.status.value} at {outcome.stage}{where}"
 
 
 def check_contributors(

@@ -17,9 +17,13 @@ The fit is one Prefect flow run (``glm``) whose rounds are one task run each
 task, audited and receipted as any federated step). The rounds carry a fit id, under which
 the sites' workers keep each partition's design matrix between rounds
 (:class:`executors.cluster.PreparedCache`).
-A site that refuses or fails in one round must do so in every round: the set of contributing
-sites may not change during a fit (that would mix two populations), and the fit stops with
-:class:`GlmDidNotFit` naming the sites.
+A site that refuses or fails in round 1 is not asked again. A site that stops contributing in a
+later round k is dropped for the rest of the fit when the error strategy allows it (``retry``,
+after its retries, or ``ignore``; :class:`~flows.strategy.StepPolicy`): the fit goes on over
+fewer sites, never takes a round after a drop as converged, and says so (``GlmFit.dropped``,
+the outcomes); it is then the fit of the remaining sites. Under ``terminate`` the fit stops
+with :class:`GlmDidNotFit` naming the sites. ``resume=True`` reuses the verified releases of an
+earlier run's rounds (:mod:`flows.resume`) and asks only the sites that had not delivered.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +47,14 @@ from flows.analyses.glm_round import GlmRoundParams, design_columns
 from flows.errors import FlowError
 from flows.federation import FederationSession, open_session
 from flows.fitting import (
-    check_contributors,
+    FitSites,
     federated_round,
     in_session,
     released_rows,
     wald_columns,
 )
 from flows.outcomes import SiteOutcome
+from flows.strategy import StepPolicy
 
 __all__ = ["GlmDidNotFit", "GlmFit", "GlmOptions", "fit_glm", "glm_flow"]
 
@@ -97,6 +102,10 @@ class GlmFit:
     """Per contributing site: n, cases / non-cases (binomial) or events (Poisson)."""
     request_ids: list[str] = field(default_factory=list)
     outcomes: list[SiteOutcome] = field(default_factory=list)
+    """Every site of the federation: its outcome in the last round, or in the round that
+    decided it (refused, or failed: unavailable, timed out, corrupt payload)."""
+    dropped: dict[str, int] = field(default_factory=dict)
+    """Sites that contributed and then failed, with the round: the fit is over the others."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready document of the fit."""
@@ -114,6 +123,8 @@ class GlmFit:
             "rounds": self.rounds,
             "converged": self.converged,
             "sites": self.sites.to_dicts(),
+            "dropped": self.dropped,
+            "outcomes": [o.row() for o in self.outcomes],
             "request_ids": self.request_ids,
         }
 
@@ -132,8 +143,14 @@ def glm_flow(
     max_rounds: int = 25,
     tol: float = 1e-10,
     confidence: float = 0.95,
+    policy: StepPolicy | None = None,
+    resume: bool = False,
 ) -> GlmFit:
-    """Fit a GLM over the sites of ``federation`` (a profile path) by federated IRLS."""
+    """Fit a GLM over the sites of ``federation`` (a profile path) by federated IRLS.
+
+    ``policy``: timeout, retries, quorum and error strategy of every round; ``resume``: reuse
+    the verified releases of an earlier run of the same fit (``docs/failures.md``).
+    """
     logger = get_run_logger()
     base = GlmRoundParams.model_validate(
         {
@@ -148,17 +165,26 @@ def glm_flow(
     columns = design_columns(base)
     raw = base.model_dump(mode="json") | {"columns": columns, "fit_id": uuid.uuid4().hex}
     beta: list[float] | None = None
-    contributors: list[str] | None = None
+    policy = policy or StepPolicy(min_sites=min_sites)
+    sites = FitSites(policy, GlmDidNotFit)
     request_ids: list[str] = []
     with open_session(federation) as session:
         for round_no in range(1, max_rounds + 1):
             step = federated_round(
-                session, ANALYSIS, raw | {"beta": beta}, round_no, dataset, min_sites
+                session,
+                ANALYSIS,
+                raw | {"beta": beta},
+                round_no,
+                dataset,
+                min_sites,
+                policy=policy,
+                skip=sites.skip(),
+                resume=resume,
+                flow_name="glm",
             )
             request_ids.append(step.request_id)
-            sites = contributors = check_contributors(
-                contributors, step.sites_contributing, round_no, step.request_id, GlmDidNotFit
-            )
+            same_sites = sites.update(step, round_no)
+            contributors = sites.contributors or []
             partial = step.result.to_arrow()
             xtwx, xtwz = regression.matrices(partial)
             new_beta = _solve(xtwx, xtwz, columns)
@@ -166,18 +192,24 @@ def glm_flow(
                 "round %d: deviance %.10g over %d site(s)",
                 round_no,
                 partial["deviance"][0].as_py(),
-                len(sites),
+                len(contributors),
             )
-            if beta is not None:
+            if beta is not None and same_sites:
                 step_size = float(np.max(np.abs(new_beta - np.asarray(beta))))
                 if step_size <= tol * (1 + float(np.max(np.abs(beta)))):
                     fit = _inference(base, columns, np.asarray(beta), partial, round_no, confidence)
                     fit = _with_sites(fit, session, step.outcomes, request_ids)
+                    fit = replace(
+                        fit,
+                        outcomes=sites.report(list(session.transports)),
+                        dropped=dict(sites.dropped),
+                    )
+                    dropped = f", {len(fit.dropped)} dropped" if fit.dropped else ""
                     create_table_artifact(
                         key="glm-coefficients",
                         table=fit.coefficients.to_dicts(),
                         description=f"{family} GLM {formula}: {round_no} rounds, "
-                        f"{len(sites)} site(s)",
+                        f"{len(contributors)} site(s){dropped}",
                     )
                     return fit
             beta = new_beta.tolist()
@@ -199,9 +231,13 @@ def fit_glm(
     tol: float = 1e-10,
     confidence: float = 0.95,
     token: str | None = None,
+    policy: StepPolicy | None = None,
+    resume: bool = False,
 ) -> GlmFit:
     """Fit ``formula`` (formulaic syntax) over a federation; see the module docstring."""
     options: dict[str, Any] = {
+        "policy": policy,
+        "resume": resume,
         "data": dict(data or {}),
         "offset": offset,
         "exposure": exposure,

@@ -9,6 +9,10 @@ curves); ``fedflow run cox`` fits a Cox model by federated Newton (:mod:`flows.c
 ``fedflow run gwas`` runs an exact federated GWAS (:mod:`flows.gwas`, ``GwasOptions`` in
 ``--params``; ``--plot`` draws the Manhattan plot, ``--qq-plot`` the QQ plot, ``--results``
 writes the whole per-variant table as TSV).
+
+``--error-strategy``, ``--max-retries``, ``--timeout``, ``--min-sites``, ``--min-fraction``
+and ``--resume`` say what a single step or ``glm`` does when sites fail, and reuse an earlier
+run's verified releases (``docs/failures.md``).
 """
 
 from __future__ import annotations
@@ -28,12 +32,16 @@ from fedflow.core.configfile import describe_problems
 from fedflow.core.registry import default_registry
 from flows import QuorumNotMet, prefect_api, run_analysis
 from flows.cox import CoxFit, CoxOptions, run_cox
+from flows.errors import SiteFailed
 from flows.glm import GlmFit, GlmOptions, fit_glm
 from flows.gwas import GwasOptions, GwasResult, fit_gwas
 from flows.km import run_km
+from flows.strategy import ErrorStrategy, StepPolicy
 
 if TYPE_CHECKING:
     import polars as pl
+
+    from flows.outcomes import SiteOutcome
 
 __all__ = ["ITERATIVE", "analyses", "run"]
 
@@ -95,6 +103,31 @@ def run(
             show_default=False,
         ),
     ] = None,
+    error_strategy: Annotated[
+        ErrorStrategy,
+        typer.Option(
+            help="What to do with a failing site: retry (transient failures, then go on "
+            "without it), ignore (go on without it), terminate (stop). Steps and glm."
+        ),
+    ] = ErrorStrategy.RETRY,
+    max_retries: Annotated[
+        int, typer.Option(min=0, max=20, help="Retries of a transient site failure.")
+    ] = 2,
+    timeout: Annotated[
+        float, typer.Option(min=0.001, help="Seconds one site stage may take per attempt.")
+    ] = 600.0,
+    min_fraction: Annotated[
+        float,
+        typer.Option(min=0, max=1, help="Fraction of the sites that must release a partial."),
+    ] = 0.0,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Reuse the verified releases of an earlier run of the same steps; ask only "
+            "the sites that did not deliver (docs/failures.md).",
+        ),
+    ] = False,
 ) -> None:
     """Run ANALYSIS over the sites of a federation and print the merged result and outcomes."""
     if plot is not None and analysis not in ("km", "gwas"):
@@ -102,6 +135,13 @@ def run(
     if (qq_plot is not None or results is not None) and analysis != "gwas":
         raise typer.BadParameter("only fedflow run gwas takes --qq-plot and --results")
     parsed = _parse_params(params)
+    policy = StepPolicy(
+        error_strategy=error_strategy,
+        max_retries=max_retries,
+        timeout=timeout,
+        min_sites=min_sites,
+        min_fraction=min_fraction,
+    )
     console = make_console()
     home = federation.resolve().parent / "prefect"
     options = _glm_options(parsed) if analysis == "glm" else None
@@ -116,6 +156,8 @@ def run(
                     dataset=dataset,
                     min_sites=min_sites,
                     token=token,
+                    policy=policy,
+                    resume=resume,
                     **options.model_dump(exclude={"formula", "family"}),
                 )
                 _show_fit(console, fit, output)
@@ -169,13 +211,16 @@ def run(
                 token=token,
                 review_timeout=review_timeout,
                 secure=secure,
+                policy=policy,
+                resume=resume,
             )
-    except QuorumNotMet as exc:
+    except (QuorumNotMet, SiteFailed) as exc:
         if output == "json":
             rows = [o.row() for o in exc.outcomes]
             typer.echo(json.dumps({"error": exc.message, "sites": rows}, indent=2))
         else:
             console.print(outcome_table(exc.outcomes))
+            _show_failures(console, exc.outcomes)
             console.print(f"[red]error:[/] {exc.message}")
         raise typer.Exit(1) from None
     except FedflowError as exc:
@@ -185,6 +230,7 @@ def run(
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
     else:
         show_result(console, result)
+        _show_failures(console, result.outcomes)
 
 
 def analyses() -> None:
@@ -298,6 +344,26 @@ def _show_fit(console: Console, fit: GlmFit, output: str) -> None:
         + ", ".join(f"{r['site']} (n={r['n']})" for r in fit.sites.to_dicts())
     )
     console.print(outcome_table(fit.outcomes))
+    _show_failures(console, fit.outcomes)
+    if fit.dropped:
+        console.print(
+            "dropped during the fit (the fit is over the other sites): "
+            + ", ".join(f"{site} in round {k}" for site, k in fit.dropped.items())
+        )
+
+
+def _show_failures(console: Console, outcomes: list[SiteOutcome]) -> None:
+    """One line per failed or reused site: how it failed, where, after how many attempts."""
+    for o in outcomes:
+        if o.failure is not None:
+            where = f"{o.stage}" + ("" if o.round is None else f", round {o.round}")
+            console.print(
+                f"[red]{o.site}[/]: {o.failure} at {where} after {o.attempts} attempt(s): "
+                + "; ".join(o.reasons)
+            )
+    reused = [o.site for o in outcomes if o.reused]
+    if reused:
+        console.print(f"reused from an earlier run (verified again): {', '.join(reused)}")
 
 
 def _parse_params(text: str) -> dict[str, Any]:

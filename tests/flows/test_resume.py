@@ -1,0 +1,156 @@
+"""Resume reuses only verified releases of the very same step, and asks every other site."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from executors import SiteTransport, SiteUnavailable
+from fedflow.core.analysis import AnalysisRef
+from fedflow.core.messages import Decision, JobStatus, Release, Request, SiteInfo
+from flows import SiteStatus, connect
+from flows.demo import ALL, DemoSite, compare_with_pooled, pool, pooled_answer
+from flows.federated import CHECKPOINTS, run_analysis
+from flows.resume import CheckpointStore
+from flows.strategy import StepPolicy
+from governance.audit import AuditLog
+from governance.checkpoints import Checkpoint
+
+GI_BLEED = {"domain": "condition", "concept_ids": [192671], "include_descendants": True}
+SITES = [
+    DemoSite(f"site-{c}", "EU", share, 5, ALL)
+    for c, share in zip("abc", (0.5, 0.3, 0.2), strict=True)
+]
+
+
+class CountingTransport(SiteTransport):
+    """A site's real transport that counts its calls, and is down when told."""
+
+    def __init__(self, inner: SiteTransport, down: bool = False) -> None:
+        self.inner, self.down, self.calls = inner, down, Counter[str]()
+        self.site, self.receipt_key = inner.site, inner.receipt_key
+
+    def _enter(self, call: str) -> None:
+        self.calls[call] += 1
+        if self.down:
+            raise SiteUnavailable("cannot reach the site (ConnectError)", site=self.site)
+
+    def info(self) -> SiteInfo:
+        self._enter("info")
+        return self.inner.info()
+
+    def checkpoint(self, nonce: str | None = None) -> Checkpoint:
+        self._enter("checkpoint")
+        return self.inner.checkpoint(nonce)
+
+    def check(self, request: Request) -> Decision:
+        self._enter("check")
+        return self.inner.check(request)
+
+    def submit(self, request: Request) -> str:
+        self._enter("submit")
+        return self.inner.submit(request)
+
+    def wait(self, job_id: str, timeout: float) -> JobStatus:
+        self._enter("wait")
+        return self.inner.wait(job_id, timeout)
+
+    def release(self, job_id: str) -> Release:
+        self._enter("release")
+        return self.inner.release(job_id)
+
+
+def counted(session: Any, down: str | None = None) -> dict[str, CountingTransport]:
+    for name, transport in list(session.transports.items()):
+        inner = transport.inner if isinstance(transport, CountingTransport) else transport
+        session.transports[name] = CountingTransport(inner, down=name == down)
+    return dict(session.transports)
+
+
+def test_a_step_key_changes_with_everything_that_determines_the_answer() -> None:
+    ref = AnalysisRef(name="glm_round", version="1.0", code_digest="sha256:" + "1" * 64)
+    base: dict[str, Any] = {
+        "flow": "glm",
+        "analysis": ref,
+        "params": {"formula": "y ~ x", "beta": [0.5], "fit_id": "a"},
+        "dataset": "omop",
+        "sites": ["s1", "s2"],
+        "token": "t",
+        "secure": None,
+        "step": 2,
+    }
+    key = CheckpointStore.step_key(**base)
+    assert CheckpointStore.step_key(**base | {"params": base["params"] | {"fit_id": "b"}}) == key
+    assert CheckpointStore.step_key(**base | {"sites": ["s2", "s1"]}) == key
+    changes = {
+        "flow": "cox",
+        "analysis": ref.model_copy(update={"version": "1.1"}),
+        "params": base["params"] | {"beta": [0.5000001]},
+        "dataset": "omop-2",
+        "sites": ["s1", "s2", "s3"],
+        "token": "another researcher",
+        "secure": False,
+        "step": 3,
+    }
+    other_code = ref.model_copy(update={"code_digest": "sha256:" + "2" * 64})
+    keys = {CheckpointStore.step_key(**base | {k: v}) for k, v in changes.items()}
+    keys.add(CheckpointStore.step_key(**base | {"analysis": other_code}))
+    assert key not in keys and len(keys) == len(changes) + 1
+
+
+def test_resume_reuses_verified_releases_and_asks_the_failed_and_the_tampered(
+    make_federation: Any, prefect_server: str
+) -> None:
+    profile, parts = make_federation(SITES)
+    fast = StepPolicy(max_retries=0, timeout=60)
+    with connect(profile) as session:
+        counted(session, down="site-c")
+        first = run_analysis(
+            "cohort_count", GI_BLEED, federation=session, secure=False, policy=fast
+        )
+        assert first.sites_contributing == ["site-a", "site-b"]
+        # Someone edits site-a's kept release: resume must not take it.
+        _tamper(Path(profile).parent / "orchestrator" / CHECKPOINTS, "site-a")
+        calls = counted(session)
+        again = run_analysis(
+            "cohort_count", GI_BLEED, federation=session, secure=False, policy=fast, resume=True
+        )
+        by_site = {o.site: o for o in again.outcomes}
+        assert by_site["site-b"].reused and by_site["site-b"].status is SiteStatus.RELEASED
+        assert not by_site["site-a"].reused and not by_site["site-c"].reused
+        assert {s for s, t in calls.items() if t.calls["submit"]} == {"site-a", "site-c"}
+        assert calls["site-b"].calls["check"] == 0
+        pooled = pooled_answer("cohort_count", GI_BLEED, pool(list(parts.values())))
+        assert compare_with_pooled(again.result, pooled)["different"] == []
+        # resume is opt-in: without it every site is asked
+        calls = counted(session)
+        run_analysis("cohort_count", GI_BLEED, federation=session, secure=False, policy=fast)
+        assert all(t.calls["submit"] == 1 for t in calls.values())
+    with AuditLog(Path(profile).parent / "orchestrator" / "audit.db", site="o") as audit:
+        refused = audit.entries(event="resume.refused")
+        resumed = audit.entries(event="step.resumed")
+    assert [e.details["site"] for e in refused] == ["site-a"]
+    assert "receipt does not verify" in refused[0].details["why"]
+    assert list(resumed[0].details["reused"]) == ["site-b"]
+    assert resumed[0].details["asked"] == ["site-a", "site-c"]
+
+
+def _tamper(db: Path, site: str) -> None:
+    """Flip a byte of ``site``'s kept payload, leaving its receipt as it was."""
+    with sqlite3.connect(db) as conn:
+        (text,) = conn.execute("SELECT release FROM releases WHERE site = ?", (site,)).fetchone()
+        release = Release.model_validate_json(text)
+        assert release.partial is not None
+        changed = bytearray(release.partial)
+        changed[-8] ^= 0x01
+        altered = release.model_copy(update={"partial": bytes(changed)})
+        conn.execute(
+            "UPDATE releases SET release = ? WHERE site = ?", (altered.model_dump_json(), site)
+        )
+
+
+pytestmark = pytest.mark.integration
