@@ -54,9 +54,8 @@ def test_the_ui_lists_the_federated_run_and_shows_its_result_artifact(
     page.goto(f"{ui}/runs")
     listed = page.get_by_role("link", name=ANALYSIS, exact=True)
     listed.wait_for()
-    body = page.locator("body")
-    assert "federated-analysis" in body.inner_text()
-    assert "fedflow-demo" in body.inner_text()
+    for name in ("federated-analysis", "fedflow-demo"):  # its flow, its deployment (loaded later)
+        page.get_by_text(name, exact=True).first.wait_for()
 
     # Its page has the result among its artifacts; the artifact's page shows the table.
     listed.click()
