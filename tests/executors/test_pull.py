@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pytest
 from pydantic import ValidationError
 
-from executors import RequestRefused, SiteConfig, SiteError
+from executors import RequestRefused, SiteConfig, SiteError, SiteUnavailable
 from executors.pki import init_ca, issue
 from executors.process import free_port
 from executors.pull import Call, PullSiteTransport, RelayConfig, RelayServer, Reply, SiteAgent
@@ -100,14 +100,17 @@ def pulled(tmp_path_factory: pytest.TempPathFactory, eunomia) -> Iterator[Pulled
     )
     issue(root / "pki", GHOST, kind="client", out=root / "pki" / "pull")
     files = setup.agents[PULL]
-    with RelayServer(RelayConfig.load(setup.relay_config)) as relay:
-        agent = SiteAgent.from_config(
+    relay = RelayServer(RelayConfig.load(setup.relay_config)).start()
+    fed = Pulled(root, setup, relay, None, parts)  # type: ignore[arg-type]
+    try:
+        fed.agent = SiteAgent.from_config(
             files.config, setup.relay_url, ca=files.ca, cert=files.cert, key=files.key
         ).start()
-        try:
-            yield Pulled(root, setup, relay, agent, parts)
-        finally:
-            agent.stop()
+        yield fed
+    finally:
+        if fed.agent is not None:
+            fed.agent.stop()
+        fed.relay.stop()  # the relay running now (a test restarts it)
 
 
 def _request(pulled: Pulled) -> Request:
@@ -252,6 +255,26 @@ def test_a_release_a_compromised_relay_alters_fails_its_receipt(pulled: Pulled) 
                 transport.close()
         with pytest.raises(ReceiptInvalid):
             verify_release(release, transport.receipt_key, site=PULL, request=request)
+
+
+def test_the_agent_dials_again_when_the_relay_comes_back(pulled: Pulled) -> None:
+    transport = pulled.transport()
+    try:
+        assert transport.info().site == PULL
+        pulled.relay.stop()
+        with pytest.raises(SiteUnavailable):
+            transport.info()
+        pulled.relay = RelayServer(pulled.relay.config).start()
+        deadline = time.monotonic() + 30  # the agent retries with backoff (0.5 s doubling)
+        while True:
+            try:
+                assert transport.info().site == PULL
+                break
+            except SiteUnavailable:
+                assert time.monotonic() < deadline, "the agent did not come back"
+                time.sleep(0.25)
+    finally:
+        transport.close()
 
 
 def test_a_stopped_agent_makes_its_site_unavailable_in_the_step(
