@@ -16,6 +16,8 @@ event                       when
                             (released with suppressed cells), ``refused``, ``review``
                             (held for the custodian, undecided when the wait ended)
 ``fedflow.site.failed``     the site failed (unreachable, crashed, timed out)
+``fedflow.site.skipped``    the site was not asked (the step stopped first, or a fit
+                            dropped it earlier)
 ``fedflow.quorum.failed``   fewer sites contributed than the step needs (resource
                             ``fedflow.request.<id>``)
 ==========================  ==========================================================
@@ -97,11 +99,7 @@ def governance_events(
     for outcome in outcomes:
         if outcome.stage == "gate_before" and outcome.status is SiteStatus.REFUSED:
             continue  # the pre-gate's denial, above
-        name = (
-            "fedflow.site.failed"
-            if outcome.status is SiteStatus.FAILED
-            else AIRLOCK_EVENTS[outcome.status]
-        )
+        name = AIRLOCK_EVENTS.get(outcome.status) or f"fedflow.site.{outcome.status.value}"
         events.append(
             {
                 "event": name,

@@ -32,6 +32,7 @@ OUTCOMES = [
     SiteOutcome("uk", SiteStatus.REFUSED, "gate_before", ("not allowed",)),
     SiteOutcome("de", SiteStatus.FAILED, "run", ("site unreachable (timeout)",)),
     SiteOutcome("fr", SiteStatus.REFUSED, "gate_after", ("differencing risk",), job_id="j5"),
+    SiteOutcome("it", SiteStatus.SKIPPED, "-", ("the step stopped at de's failure",)),
 ]
 
 
@@ -48,6 +49,7 @@ def test_each_decision_is_an_event_on_its_site() -> None:
         ("fedflow.airlock.review", "fedflow.site.us"),
         ("fedflow.site.failed", "fedflow.site.de"),
         ("fedflow.airlock.refused", "fedflow.site.fr"),
+        ("fedflow.site.skipped", "fedflow.site.it"),
     ]  # uk's refusal is its pre-gate's denial, not an airlock event
     for event in events:
         related = {r["prefect.resource.id"]: r["prefect.resource.role"] for r in event["related"]}
@@ -73,6 +75,7 @@ def test_a_missed_quorum_names_the_sites_that_did_not_contribute() -> None:
         "uk": "refused",
         "de": "failed",
         "fr": "refused",
+        "it": "skipped",
     }
     assert all(e["event"] != "fedflow.quorum.failed" for e in events[:-1])
 
