@@ -353,9 +353,7 @@ def _federated_step(
                 ),
             },
         )
-    # flows.events has no event for a skipped site yet: publish the others (the lead wires it)
-    published = [o for o in ordered if o.status is not SiteStatus.SKIPPED]
-    _publish_outcomes(name, request.request_id, published, gate, needed)
+    _publish_outcomes(name, request.request_id, ordered, gate, needed)
 
     contributing = len(partials) + reused
     if incomplete or contributing < needed:
