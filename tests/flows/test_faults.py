@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from executors import SiteTransport, SiteUnavailable
 from fedflow.core import InvalidRequest
 from fedflow.core.messages import Decision, JobStatus, Release, Request, SiteInfo
-from flows import SiteStatus, connect
+from flows import FederationSession, SiteStatus, connect
 from flows.analyses.glm_round import GlmRound, used_columns
 from flows.analyses.glm_table import derive
 from flows.demo import build_federation, pool
@@ -36,7 +36,6 @@ from flows.errors import QuorumNotMet, SiteFailed, StageFailed
 from flows.federated import run_analysis
 from flows.glm import fit_glm
 from flows.strategy import ErrorStrategy, FailureKind, StepPolicy, attempt, classify
-from governance.audit import AuditLog
 from governance.checkpoints import Checkpoint
 from governance.errors import ReceiptInvalid
 
@@ -111,6 +110,7 @@ class Faulty:
     profile: Path
     parts: dict[str, dict[str, pa.Table]]
     state_dir: Path
+    session: FederationSession
 
 
 @pytest.fixture(scope="module")
@@ -130,12 +130,17 @@ def federation(
         )
     }
     with LocalCluster(
-        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+        n_workers=1,
+        threads_per_worker=2,
+        processes=False,
+        dashboard_address="127.0.0.1:0",
+        scheduler_kwargs={"dashboard": False},
     ) as cluster:
         built = build_federation(
             root, N_SITES, tables=tables, scheduler_address=cluster.scheduler_address
         )
-        yield Faulty(built.profile, built.parts, root / "orchestrator")
+        with connect(built.profile) as session:
+            yield Faulty(built.profile, built.parts, root / "orchestrator", session)
 
 
 def wrap(session: Any, faults: Mapping[str, str]) -> dict[str, FaultyTransport]:
@@ -165,77 +170,69 @@ def test_a_glm_over_32_sites_survives_failures_and_resumes_only_what_failed(
         CRASH: "crash",
         CORRUPT: "corrupt",
     }
-    with connect(federation.profile) as session:
-        calls = wrap(session, faults)
-        fit = fit_glm(FORMULA, "gaussian", data=DATA, federation=session, policy=POLICY)
-        by_site = {o.site: o for o in fit.outcomes}
-        assert sorted(by_site) == sorted(federation.parts)  # every site is named
-        for site in DOWN:
-            down = by_site[site]
-            assert (down.status, down.failure, down.stage, down.round, down.attempts) == (
-                SiteStatus.FAILED,
-                "unavailable",
-                "gate_before",
-                1,
-                2,
-            )
-            assert "cannot reach the site" in down.reasons[0]
-        slow = by_site[SLOW]
-        assert (slow.status, slow.failure, slow.stage, slow.attempts) == (
-            SiteStatus.FAILED,
-            "timeout",
-            "gate_before",
-            2,
-        )
-        assert f"within {TIMEOUT:g} s" in slow.reasons[0]
-        corrupt = by_site[CORRUPT]
-        assert (corrupt.status, corrupt.failure, corrupt.stage, corrupt.attempts) == (
-            SiteStatus.FAILED,
-            "corrupt_payload",
-            "gate_after",
-            1,
-        )
-        assert "payload_changed" in corrupt.reasons[0]
-        crash = by_site[CRASH]
-        assert (crash.status, crash.failure, crash.stage, crash.round, crash.attempts) == (
+    session = federation.session
+    calls = wrap(session, faults)
+    fit = fit_glm(FORMULA, "gaussian", data=DATA, federation=session, policy=POLICY)
+    by_site = {o.site: o for o in fit.outcomes}
+    assert sorted(by_site) == sorted(federation.parts)  # every site is named
+    for site in DOWN:
+        down = by_site[site]
+        assert (down.status, down.failure, down.stage, down.round, down.attempts) == (
             SiteStatus.FAILED,
             "unavailable",
-            "run",
-            2,
+            "gate_before",
+            1,
             2,
         )
-        assert "crashed" in crash.reasons[0]
-        assert fit.dropped == {CRASH: 2}
-        failed = {*DOWN, SLOW, CRASH, CORRUPT}
-        assert {s for s, o in by_site.items() if o.contributed} == set(federation.parts) - failed
-        assert fit.sites["site"].to_list() == [s for s in federation.parts if s not in failed]
-        # the fit is the pooled fit of the sites that contributed to the end
-        oracle = pooled_fit(pool([p for s, p in federation.parts.items() if s not in failed]))
-        np.testing.assert_allclose(fit.coefficients["estimate"], oracle.params, rtol=0, atol=1e-8)
-        assert fit.n == oracle.nobs
-        assert calls[SLOW].calls["submit"] == 0  # a site that never passed its gate never ran
+        assert "cannot reach the site" in down.reasons[0]
+    slow = by_site[SLOW]
+    assert (slow.status, slow.failure, slow.stage, slow.attempts) == (
+        SiteStatus.FAILED,
+        "timeout",
+        "gate_before",
+        2,
+    )
+    assert f"within {TIMEOUT:g} s" in slow.reasons[0]
+    corrupt = by_site[CORRUPT]
+    assert (corrupt.status, corrupt.failure, corrupt.stage, corrupt.attempts) == (
+        SiteStatus.FAILED,
+        "corrupt_payload",
+        "gate_after",
+        1,
+    )
+    assert "payload_changed" in corrupt.reasons[0]
+    crash = by_site[CRASH]
+    assert (crash.status, crash.failure, crash.stage, crash.round, crash.attempts) == (
+        SiteStatus.FAILED,
+        "unavailable",
+        "run",
+        2,
+        2,
+    )
+    assert "crashed" in crash.reasons[0]
+    assert fit.dropped == {CRASH: 2}
+    failed = {*DOWN, SLOW, CRASH, CORRUPT}
+    assert {s for s, o in by_site.items() if o.contributed} == set(federation.parts) - failed
+    assert fit.sites["site"].to_list() == [s for s in federation.parts if s not in failed]
+    # the fit is the pooled fit of the sites that contributed to the end
+    oracle = pooled_fit(pool([p for s, p in federation.parts.items() if s not in failed]))
+    np.testing.assert_allclose(fit.coefficients["estimate"], oracle.params, rtol=0, atol=1e-8)
+    assert fit.n == oracle.nobs
+    assert calls[SLOW].calls["submit"] == 0  # a site that never passed its gate never ran
 
-        # Resume with the faults gone: round 1 asks only the sites that failed in it; every
-        # other site's round-1 release is reused after verifying it again.
-        calls = wrap(session, {})
-        again = fit_glm(
-            FORMULA, "gaussian", data=DATA, federation=session, policy=POLICY, resume=True
-        )
-        asked_in_round_1 = {s for s, t in calls.items() if t.first_round_checks}
-        assert asked_in_round_1 == {*DOWN, SLOW, CORRUPT}
-        assert all(t.first_round_checks == 1 for s, t in calls.items() if s in asked_in_round_1)
-        assert not again.dropped
-        assert all(o.contributed for o in again.outcomes)
-        everyone = pooled_fit(pool(list(federation.parts.values())))
-        np.testing.assert_allclose(
-            again.coefficients["estimate"], everyone.params, rtol=0, atol=1e-8
-        )
-        np.testing.assert_allclose(again.coefficients["std_error"], everyone.bse, rtol=1e-8)
-    audit = AuditLog(federation.state_dir / "audit.db", site="orchestrator")
-    try:
-        kinds = Counter(entry.event for entry in audit.entries())
-    finally:
-        audit.close()
+    # Resume with the faults gone: round 1 asks only the sites that failed in it; every
+    # other site's round-1 release is reused after verifying it again.
+    calls = wrap(session, {})
+    again = fit_glm(FORMULA, "gaussian", data=DATA, federation=session, policy=POLICY, resume=True)
+    asked_in_round_1 = {s for s, t in calls.items() if t.first_round_checks}
+    assert asked_in_round_1 == {*DOWN, SLOW, CORRUPT}
+    assert all(t.first_round_checks == 1 for s, t in calls.items() if s in asked_in_round_1)
+    assert not again.dropped
+    assert all(o.contributed for o in again.outcomes)
+    everyone = pooled_fit(pool(list(federation.parts.values())))
+    np.testing.assert_allclose(again.coefficients["estimate"], everyone.params, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(again.coefficients["std_error"], everyone.bse, rtol=1e-8)
+    kinds = Counter(entry.event for entry in session.audit.entries())
     assert kinds["step.resumed"] >= 1 and kinds["resume.refused"] == 0
 
 
@@ -246,23 +243,21 @@ def test_a_step_short_of_its_quorum_or_told_to_terminate_stops_naming_the_failed
     # site's outcome (and terminate stops before anything runs).
     count = {"domain": "condition", "concept_ids": [192671], "include_descendants": True}
     fast = StepPolicy(max_retries=0, timeout=120, min_fraction=0.95)
-    with connect(federation.profile) as session:
-        calls = wrap(session, dict.fromkeys(DOWN, "down"))
-        with pytest.raises(QuorumNotMet) as short:
-            run_analysis("cohort_count", count, federation=session, policy=fast)
-        assert "the step needs 31" in short.value.message
-        assert {o.site for o in short.value.outcomes if o.failure} == set(DOWN)
-        assert len(short.value.outcomes) == N_SITES
-        assert len([o for o in short.value.outcomes if o.contributed]) == N_SITES - len(DOWN)
-        calls = wrap(session, dict.fromkeys(DOWN, "down"))
-        stop = fast.model_copy(
-            update={"error_strategy": ErrorStrategy.TERMINATE, "min_fraction": 0}
-        )
-        with pytest.raises(SiteFailed) as stopped:
-            run_analysis("cohort_count", count, federation=session, policy=stop)
-        assert all(f"{site} unavailable at gate_before" in stopped.value.message for site in DOWN)
-        skipped = [o for o in stopped.value.outcomes if o.status is SiteStatus.SKIPPED]
-        assert len(skipped) == N_SITES - len(DOWN)
+    session = federation.session
+    calls = wrap(session, dict.fromkeys(DOWN, "down"))
+    with pytest.raises(QuorumNotMet) as short:
+        run_analysis("cohort_count", count, federation=session, policy=fast)
+    assert "the step needs 31" in short.value.message
+    assert {o.site for o in short.value.outcomes if o.failure} == set(DOWN)
+    assert len(short.value.outcomes) == N_SITES
+    assert len([o for o in short.value.outcomes if o.contributed]) == N_SITES - len(DOWN)
+    calls = wrap(session, dict.fromkeys(DOWN, "down"))
+    stop = fast.model_copy(update={"error_strategy": ErrorStrategy.TERMINATE, "min_fraction": 0})
+    with pytest.raises(SiteFailed) as stopped:
+        run_analysis("cohort_count", count, federation=session, policy=stop)
+    assert all(f"{site} unavailable at gate_before" in stopped.value.message for site in DOWN)
+    skipped = [o for o in stopped.value.outcomes if o.status is SiteStatus.SKIPPED]
+    assert len(skipped) == N_SITES - len(DOWN)
     assert sum(t.calls["submit"] for t in calls.values()) == 0
 
 
