@@ -8,7 +8,6 @@
         ├── SiteFailed            a site failed under the ``terminate`` error strategy
         ├── StageFailed           one site's stage failed for good (after its retries)
         ├── StageTimedOut (TimeoutError)  one attempt of a site stage overran its timeout
-        ├── CheckpointUnusable    a cached release of a resumed run does not verify
         ├── ReviewPending         a site still holds the result for review when the wait ends
         ├── LineageNotFound (LookupError)  no request or flow run with that id was audited
         └── ProfileInvalid (ConfigError)  a federation profile is invalid
@@ -24,7 +23,6 @@ if TYPE_CHECKING:
     from flows.outcomes import SiteOutcome
 
 __all__ = [
-    "CheckpointUnusable",
     "FlowError",
     "LineageNotFound",
     "ProfileInvalid",
@@ -80,10 +78,6 @@ class StageFailed(FlowError):
 
 class StageTimedOut(FlowError, TimeoutError):
     """One attempt of a site stage did not finish within the step's timeout."""
-
-
-class CheckpointUnusable(FlowError):
-    """A cached release of a resumed run does not verify; the site is asked again."""
 
 
 class ReviewPending(FlowError):
