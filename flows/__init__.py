@@ -32,6 +32,9 @@ if TYPE_CHECKING:
         ProfileInvalid,
         QuorumNotMet,
         ReviewPending,
+        SiteFailed,
+        StageFailed,
+        StageTimedOut,
     )
     from flows.federated import federated_analysis, run_analysis
     from flows.federation import Federation, FederationSession, connect
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
     from flows.outcomes import FederatedResult, SiteOutcome, SiteStatus
     from flows.secure import MaskGroupIncomplete, SecureAggregationUnavailable
     from flows.server import prefect_api
+    from flows.strategy import ErrorStrategy, StepPolicy
 
 _EXPORTS = {
     "Analysis": "fedflow.core",
@@ -60,6 +64,9 @@ _EXPORTS = {
     "ProfileInvalid": "flows.errors",
     "QuorumNotMet": "flows.errors",
     "ReviewPending": "flows.errors",
+    "SiteFailed": "flows.errors",
+    "StageFailed": "flows.errors",
+    "StageTimedOut": "flows.errors",
     "federated_analysis": "flows.federated",
     "run_analysis": "flows.federated",
     "Federation": "flows.federation",
@@ -77,11 +84,14 @@ _EXPORTS = {
     "MaskGroupIncomplete": "flows.secure",
     "SecureAggregationUnavailable": "flows.secure",
     "prefect_api": "flows.server",
+    "ErrorStrategy": "flows.strategy",
+    "StepPolicy": "flows.strategy",
 }
 
 __all__ = [
     "Analysis",
     "CoxFit",
+    "ErrorStrategy",
     "FederatedResult",
     "Federation",
     "FederationSession",
@@ -97,8 +107,12 @@ __all__ = [
     "QuorumNotMet",
     "ReviewPending",
     "SecureAggregationUnavailable",
+    "SiteFailed",
     "SiteOutcome",
     "SiteStatus",
+    "StageFailed",
+    "StageTimedOut",
+    "StepPolicy",
     "TableColumns",
     "beacon_response",
     "connect",
