@@ -51,6 +51,15 @@ def browser():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
+def served_demo(tmp_path_factory: pytest.TempPathFactory, eunomia: dict[str, pa.Table]):  # type: ignore[no-untyped-def]
+    """``fedflow server start``'s flow library on the demo federation, with one finished run."""
+    from tests.served import served_demo
+
+    with served_demo(tmp_path_factory.mktemp("served"), eunomia) as served:
+        yield served
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The public test data folder (``FEDFLOW_SHARED_DATA``, default ``../shared/data``).
 

@@ -1,73 +1,22 @@
 """``fedflow server start``'s Python entry point: a Prefect server with the flow library served.
 
-One server for the session (``served_demo``, shared with ``test_prefect_ui.py``): the demo
-federation over Eunomia, every federated flow deployed, and one flow run of
-``numeric_summary`` started from its deployment through the Prefect API, as the UI's *Run*
-button does. ``uk-registry``'s policy does not allow that analysis, so the run shows both a
-pre-gate denial and airlock releases.
+One server for the session (the ``served_demo`` fixture, ``tests/served.py``, shared with
+``test_prefect_ui.py``).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import pyarrow as pa
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-from prefect.client.schemas.objects import FlowRun
 from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
 
-from flows.demo import DEMO_ANALYSES, DEMO_SITES, build_demo, split_by_person
-from flows.deploy import ServedLibrary, served_library
-
-ANALYSIS = "numeric_summary"
-PARAMS = next(p for name, _, p in DEMO_ANALYSES if name == ANALYSIS)
-FLOWS = ("federated-analysis", "glm", "cox", "kaplan-meier", "gwas", "beacon")
-RUN_TIMEOUT = 240.0
-
-
-@dataclass(frozen=True)
-class ServedDemo:
-    """The served library, its federation profile and the finished flow run."""
-
-    served: ServedLibrary
-    profile: Path
-    run: FlowRun
-
-
-_live: list[ServedDemo] = []  # so test_prefect_ui.py, importing the fixture, shares one server
-
-
-@pytest.fixture(scope="session")
-def served_demo(
-    tmp_path_factory: pytest.TempPathFactory, eunomia: dict[str, pa.Table]
-) -> Iterator[ServedDemo]:
-    """The flow library served for the demo federation, with one finished federated run."""
-    if _live:
-        yield _live[0]
-        return
-    root = tmp_path_factory.mktemp("served")
-    parts = split_by_person(eunomia, [s.share for s in DEMO_SITES], seed=7)
-    profile = build_demo(root / "federation", parts)
-    with served_library(root / "prefect", federation=profile, timeout=RUN_TIMEOUT) as served:
-        with get_client(sync_client=True) as client:
-            deployment = client.read_deployment_by_name("federated-analysis/fedflow-demo")
-            created = client.create_flow_run_from_deployment(
-                deployment.id, parameters={"analysis": ANALYSIS, "params": PARAMS}
-            )
-            run = _finished(client, created.id)
-        _live.append(ServedDemo(served, profile, run))
-        try:
-            yield _live[0]
-        finally:
-            _live.clear()
+from tests.served import ANALYSIS, FLOWS, ServedDemo
 
 
 def test_every_federated_flow_is_deployed_with_the_profile_as_default(
@@ -143,16 +92,6 @@ def test_a_run_from_the_deployment_publishes_its_result_and_decisions(
 
 
 _AIRLOCK = ("fedflow.airlock.released", "fedflow.airlock.suppressed")
-
-
-def _finished(client: Any, run_id: UUID) -> FlowRun:
-    deadline = time.monotonic() + RUN_TIMEOUT
-    while time.monotonic() < deadline:
-        run: FlowRun = client.read_flow_run(run_id)
-        if run.state is not None and run.state.is_final():
-            return run
-        time.sleep(0.5)
-    pytest.fail(f"flow run {run_id} did not finish within {RUN_TIMEOUT:g} s")
 
 
 def _table(data: Any) -> list[dict[str, Any]]:

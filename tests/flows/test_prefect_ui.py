@@ -1,7 +1,8 @@
 """The Prefect UI, served by ``fedflow server start``'s server, shows a federated flow run and
 its result artifact, in headless Chromium.
 
-The server, the deployments and the finished run are ``test_deploy.py``'s session fixture.
+The server, the deployments and the finished run are the session fixture ``served_demo``
+(``tests/served.py``), shared with ``test_deploy.py``.
 On a failure the page's screenshot is written to the test's temporary folder.
 """
 
@@ -15,7 +16,8 @@ from typing import TYPE_CHECKING
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-from test_deploy import ANALYSIS, ServedDemo, served_demo  # noqa: F401 (the shared server)
+
+from tests.served import ANALYSIS, ServedDemo
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -38,7 +40,7 @@ def page(browser: Browser, tmp_path: Path) -> Iterator[Page]:
 
 
 def test_the_ui_lists_the_federated_run_and_shows_its_result_artifact(
-    served_demo: ServedDemo,  # noqa: F811
+    served_demo: ServedDemo,
     page: Page,
 ) -> None:
     ui, run = served_demo.served.ui_url, served_demo.run
