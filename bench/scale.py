@@ -179,7 +179,12 @@ def drive(
     return partials, spent
 
 
-def step_figures(session: Any, profile: Path, n: int, repeats: int) -> dict[str, Any]:
+MODES = ("floor", "task_runs", "threads")
+
+
+def step_figures(
+    session: Any, profile: Path, n: int, repeats: int, only: tuple[str, ...] = MODES
+) -> dict[str, Any]:
     from prefect import flow
 
     from flows import run_analysis
@@ -195,11 +200,12 @@ def step_figures(session: Any, profile: Path, n: int, repeats: int) -> dict[str,
     out: dict[str, Any] = {}
     for analysis, params in STEPS.items():
         _, spent = drive(session, analysis, params, None)
-        modes: dict[str, Callable[[], Any]] = {
+        every: dict[str, Callable[[], Any]] = {
             "floor": partial(_floor, session, analysis, params, n),
             "task_runs": partial(run_analysis, analysis, params, federation=session),
             "threads": partial(threaded_step, str(profile), analysis, params),
         }
+        modes = {m: work for m, work in every.items() if m in only}
         took: dict[str, list[float]] = {mode: [] for mode in modes}
         for repeat in range(repeats + 1):  # the modes in turn, so a change of load hits all
             for mode, work in modes.items():
@@ -210,7 +216,7 @@ def step_figures(session: Any, profile: Path, n: int, repeats: int) -> dict[str,
         figures: dict[str, Any] = {
             f"{m}_s": round(statistics.median(t), 3) for m, t in took.items()
         }
-        for mode in ("task_runs", "threads"):
+        for mode in (m for m in ("task_runs", "threads") if m in modes):
             paired = [a - b for a, b in zip(took[mode], took["floor"], strict=True)]
             figures[f"overhead_{mode}_s"] = round(statistics.median(paired), 3)
         figures["per_site_ms"] = {k: round(1000 * v / n, 1) for k, v in spent.items()}
@@ -264,7 +270,9 @@ def glm_figures(session: Any, n: int) -> dict[str, Any]:
     return figures
 
 
-def in_process_point(root: Path, n: int, scheduler: str, repeats: int) -> dict[str, Any]:
+def in_process_point(
+    root: Path, n: int, scheduler: str, repeats: int, only: tuple[str, ...] = MODES
+) -> dict[str, Any]:
     from flows import connect
     from flows.demo import build_federation
 
@@ -275,8 +283,9 @@ def in_process_point(root: Path, n: int, scheduler: str, repeats: int) -> dict[s
         opened = time.perf_counter() - started
         point: dict[str, Any] = {"sites": n, "open_s": round(opened, 2)}
         point["rss_open_mb"] = rss_mb()
-        point.update(step_figures(session, built.profile, n, repeats))
-        point["glm"] = glm_figures(session, n)
+        point.update(step_figures(session, built.profile, n, repeats, only))
+        if only == MODES:
+            point["glm"] = glm_figures(session, n)
         point["rss_mb"] = rss_mb()
     point["rss_before_mb"] = before
     return point
@@ -372,11 +381,15 @@ def main() -> None:
     parser.add_argument("--sites", type=int, nargs="*", default=[3, 10, 30, 100])
     parser.add_argument("--https", type=int, nargs="*", default=[3, 10, 30])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--modes", nargs="+", choices=MODES, default=list(MODES), help="floor is always run"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 
     from flows import prefect_api
 
+    only = tuple(m for m in MODES if m == "floor" or m in args.modes)
     results: dict[str, Any] = {
         "cpus": os.cpu_count(),
         "load_average_start": round(os.getloadavg()[0], 2),
@@ -390,8 +403,11 @@ def main() -> None:
         api.wait()
         root = Path(tmp)
         results["in_process"] = [
-            in_process_point(root, n, scheduler, args.repeats) for n in args.sites
+            in_process_point(root, n, scheduler, args.repeats, only) for n in args.sites
         ]
+        if only != MODES:  # a partial run: its points, without growth fits or HTTPS
+            args.output.write_text(json.dumps(results, indent=2) + "\n")
+            return
         results["in_process_growth"] = summarize(results["in_process"])
         results["https"] = [https_point(root, n, scheduler, args.repeats) for n in args.https]
         results["https_growth"] = summarize(results["https"])
