@@ -11,8 +11,10 @@ of each site's audit head and the result's digest; :mod:`flows.lineage` reads th
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from concurrent.futures import Executor
+import contextvars
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,7 @@ from flows.federation import FederationSession, connect, open_session
 from flows.outcomes import FederatedResult, SiteOutcome, SiteStatus
 from flows.resume import CheckpointStore, Saved, cached_pieces, resumed_releases
 from flows.strategy import ErrorStrategy, StepPolicy, stop_on_failure
-from governance.audit import AuditLog
+from governance.audit import AuditLog, AuditRecord
 from governance.checkpoints import verify_checkpoint
 from governance.errors import CheckpointInvalid
 
@@ -41,6 +43,11 @@ __all__ = ["federated_analysis", "run_analysis"]
 
 CHECKPOINTS = "checkpoints.db"
 """The checkpoint store's file in the federation's ``state_dir`` (:mod:`flows.resume`)."""
+TASK_RUNS_UP_TO = 10
+"""Federations up to this many sites run each site stage as a Prefect task run; larger ones in
+threads of the flow run (:func:`_site_threads`)."""
+MAX_SITE_THREADS = 64
+"""Site stages of one step that run at once in a large federation."""
 ARTIFACT_ROWS = 1000
 """Rows of a result shown in its Prefect table artifact (a GWAS has one per variant)."""
 
@@ -69,7 +76,7 @@ def federated_analysis(
     default: ``min_sites`` and ``timeout`` with two retries of a transient failure).
     ``resume``: reuse the verified releases of an earlier run of this step; ask only the rest.
     """
-    with open_session(federation) as session:
+    with open_session(federation) as session, _site_threads(len(session.transports)) as pool:
         return _federated_step(
             session,
             analysis,
@@ -83,7 +90,25 @@ def federated_analysis(
             cells=cells,
             policy=policy,
             resume=resume,
+            pool=pool,
         )
+
+
+@contextmanager
+def _site_threads(sites: int) -> Iterator[Executor | None]:
+    """Threads for the site stages of a federation of more than :data:`TASK_RUNS_UP_TO` sites.
+
+    Up to that size every site stage is a Prefect task run of its own (each site's
+    ``gate_before``/``run``/``gate_after`` shows in the UI); beyond it a task run per site and
+    stage costs the orchestrator about 0.1 s per site and step (``docs/scale.md``), so the
+    stages run in threads of the flow run and the per-site outcome and airlock artifacts and
+    events say what each site did.
+    """
+    if sites <= TASK_RUNS_UP_TO:
+        yield None
+        return
+    with ThreadPoolExecutor(min(sites, MAX_SITE_THREADS), thread_name_prefix="site") as pool:
+        yield pool
 
 
 def run_analysis(
@@ -334,13 +359,15 @@ def _federated_step(
     if round_no is not None:
         outcomes = {s: replace(o, round=round_no) for s, o in outcomes.items()}
     ordered = [outcomes[s] for s in asked]
-    _checkpoint_sites(session, request.request_id, [o.site for o in ordered if _answered(o)])
-    for outcome in ordered:
-        audit.append(
+    records = _checkpoint_sites(
+        session, request.request_id, [o.site for o in ordered if _answered(o)], pool
+    )
+    records += [
+        AuditRecord(
             "site.outcome",
-            actor=outcome.site,
-            request_id=request.request_id,
-            details={
+            outcome.site,
+            request.request_id,
+            {
                 **outcome.row(),
                 "job_id": outcome.job_id,
                 "decision": gate.get(outcome.site),
@@ -353,6 +380,9 @@ def _federated_step(
                 ),
             },
         )
+        for outcome in ordered
+    ]
+    audit.append_many(records)  # one transaction for the step's checkpoints and outcomes
     _publish_outcomes(name, request.request_id, ordered, gate, needed)
 
     contributing = len(partials) + reused
@@ -457,45 +487,39 @@ def _audit_request(
     )
 
 
-def _checkpoint_sites(session: FederationSession, request_id: str, sites: list[str]) -> None:
-    """Keep the signed audit head of each site that answered, so a later rewrite of a site's
-    log is detectable (a site that failed is not asked again).
+def _checkpoint_sites(
+    session: FederationSession, request_id: str, sites: list[str], pool: Executor | None
+) -> list[AuditRecord]:
+    """The signed audit head of each site that answered, fetched concurrently (with ``pool``),
+    as the audit records to append, so a later rewrite of a site's log is detectable (a site
+    that failed is not asked again).
 
     The checkpoint must be signed by the site's pinned receipt key for this request; one that
     is not is refused and the refusal audited (``site.checkpoint_refused``).
     """
-    for site in sites:
+
+    def one(site: str) -> AuditRecord:
         transport = session.transports[site]
         try:
             checkpoint = verify_checkpoint(
                 transport.checkpoint(request_id), transport.receipt_key, site=site, nonce=request_id
             )
         except CheckpointInvalid as exc:
-            session.audit.append(
-                "site.checkpoint_refused",
-                actor=site,
-                request_id=request_id,
-                details={"error": exc.message, "reason": exc.reason},
-            )
-            continue
+            refused = {"error": exc.message, "reason": exc.reason}
+            return AuditRecord("site.checkpoint_refused", site, request_id, refused)
         except FedflowError as exc:
-            session.audit.append(
-                "site.unreachable",
-                actor=site,
-                request_id=request_id,
-                details={"error": exc.message},
-            )
-            continue
-        session.audit.append(
-            "site.checkpoint",
-            actor=site,
-            request_id=request_id,
-            details={
-                "seq": checkpoint.seq,
-                "hash": checkpoint.hash,
-                "checkpoint": checkpoint.model_dump(mode="json"),
-            },
-        )
+            return AuditRecord("site.unreachable", site, request_id, {"error": exc.message})
+        details: dict[str, Any] = {
+            "seq": checkpoint.seq,
+            "hash": checkpoint.hash,
+            "checkpoint": checkpoint.model_dump(mode="json"),
+        }
+        return AuditRecord("site.checkpoint", site, request_id, details)
+
+    if pool is None:
+        return [one(site) for site in sites]
+    futures = [pool.submit(contextvars.copy_context().run, one, site) for site in sites]
+    return [f.result() for f in futures]
 
 
 def _flow_run() -> dict[str, str]:
