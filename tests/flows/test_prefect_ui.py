@@ -15,7 +15,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+)
 
 from tests.served import ANALYSIS, ServedDemo
 
@@ -46,8 +50,11 @@ def test_the_ui_lists_the_federated_run_and_shows_its_result_artifact(
     ui, run = served_demo.served.ui_url, served_demo.run
     key = f"{ANALYSIS.replace('_', '-')}-result"
     with get_client(sync_client=True) as client:
-        (artifact,) = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+        (artifact,) = client.read_artifacts(  # this run's: other tests may run the analysis
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[key]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]),
+            )
         )
     rows = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
     persons = str(rows[0]["persons"])
