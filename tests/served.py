@@ -19,13 +19,14 @@ from uuid import UUID
 
 import pyarrow as pa
 import pytest
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.objects import FlowRun
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.demo import DEMO_ANALYSES, DEMO_SITES, build_demo, split_by_person
 from flows.deploy import ServedLibrary, served_library
 
-__all__ = ["ANALYSIS", "FLOWS", "PARAMS", "ServedDemo", "served_demo"]
+__all__ = ["ANALYSIS", "FLOWS", "PARAMS", "ServedDemo", "served_client", "served_demo"]
 
 ANALYSIS = "numeric_summary"
 PARAMS = next(p for name, _, p in DEMO_ANALYSES if name == ANALYSIS)
@@ -55,6 +56,20 @@ def served_demo(root: Path, eunomia: dict[str, pa.Table]) -> Iterator[ServedDemo
             )
             run = _finished(client, created.id)
         yield ServedDemo(served, profile, run)
+
+
+@contextmanager
+def served_client(served: ServedDemo) -> Iterator[SyncPrefectClient]:
+    """A Prefect client of the served server itself.
+
+    Not the one the ambient settings name: other tests' fixtures change those during the
+    session, and their flows may run on either server.
+    """
+    with (
+        temporary_settings(updates={PREFECT_API_URL: served.served.api_url}),
+        get_client(sync_client=True) as client,
+    ):
+        yield client
 
 
 def _finished(client: Any, run_id: UUID) -> FlowRun:

@@ -12,18 +12,17 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
 
-from tests.served import ANALYSIS, FLOWS, ServedDemo
+from tests.served import ANALYSIS, FLOWS, ServedDemo, served_client
 
 
 def test_every_federated_flow_is_deployed_with_the_profile_as_default(
     served_demo: ServedDemo,
 ) -> None:
     assert served_demo.served.deployments == tuple(f"{f}/fedflow-demo" for f in FLOWS)
-    with get_client(sync_client=True) as client:
+    with served_client(served_demo) as client:
         for name in served_demo.served.deployments:
             deployment = client.read_deployment_by_name(name)
             assert deployment.parameters["federation"] == str(served_demo.profile.resolve())
@@ -42,7 +41,7 @@ def test_every_federated_flow_is_deployed_with_the_profile_as_default(
 def test_the_server_refuses_parameters_outside_the_schema(served_demo: ServedDemo) -> None:
     from prefect.exceptions import PrefectHTTPStatusError
 
-    with get_client(sync_client=True) as client:
+    with served_client(served_demo) as client:
         deployment = client.read_deployment_by_name("federated-analysis/fedflow-demo")
         with pytest.raises(PrefectHTTPStatusError, match=r"409|422"):
             client.create_flow_run_from_deployment(
@@ -56,7 +55,7 @@ def test_a_run_from_the_deployment_publishes_its_result_and_decisions(
     run = served_demo.run
     assert run.state is not None and run.state.is_completed(), run.state
     assert run.name == ANALYSIS
-    with get_client(sync_client=True) as client:
+    with served_client(served_demo) as client:
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
         )
@@ -75,7 +74,7 @@ def test_a_run_from_the_deployment_publishes_its_result_and_decisions(
     summary = by_key[f"{slug}-summary"].data
     assert isinstance(summary, str) and "| uk-registry | refused | gate_before |" in summary
 
-    events = _events(run.id, expected=5)
+    events = _events(served_demo, run.id, expected=5)
     names = {(e["event"], e["resource"]) for e in events}
     assert ("fedflow.gate.denied", "fedflow.site.uk-registry") in names
     for site in ("eu-hospital", "us-clinic"):
@@ -100,14 +99,16 @@ def _table(data: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def _events(run_id: UUID, *, expected: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+def _events(
+    served: ServedDemo, run_id: UUID, *, expected: int, timeout: float = 30.0
+) -> list[dict[str, Any]]:
     """The run's fedflow events, once the server has stored at least ``expected`` of them."""
     query = EventFilter(
         event=EventNameFilter(prefix=["fedflow."]),
         related=EventRelatedFilter(id=[f"prefect.flow-run.{run_id}"]),
     )
     deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
+    with served_client(served) as client:
         while True:
             page = client.read_events(query, limit=50)
             if len(page.events) >= expected or time.monotonic() > deadline:

@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
     ArtifactFilterKey,
 )
 
-from tests.served import ANALYSIS, ServedDemo
+from tests.served import ANALYSIS, ServedDemo, served_client
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -49,7 +48,7 @@ def test_the_ui_lists_the_federated_run_and_shows_its_result_artifact(
 ) -> None:
     ui, run = served_demo.served.ui_url, served_demo.run
     key = f"{ANALYSIS.replace('_', '-')}-result"
-    with get_client(sync_client=True) as client:
+    with served_client(served_demo) as client:
         (artifact,) = client.read_artifacts(  # this run's: other tests may run the analysis
             artifact_filter=ArtifactFilter(
                 key=ArtifactFilterKey(any_=[key]),
@@ -59,9 +58,10 @@ def test_the_ui_lists_the_federated_run_and_shows_its_result_artifact(
     rows = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
     persons = str(rows[0]["persons"])
 
-    # The runs page lists the run under its flow and deployment.
+    # The runs page lists the run (by its name, linking to its id: other tests' flows may run
+    # the same analysis on this server) under its flow and deployment.
     page.goto(f"{ui}/runs")
-    listed = page.get_by_role("link", name=ANALYSIS, exact=True)
+    listed = page.locator(f'a[href*="/runs/flow-run/{run.id}"]', has_text=ANALYSIS).first
     listed.wait_for()
     for name in ("federated-analysis", "fedflow-demo"):  # its flow, its deployment (loaded later)
         page.get_by_text(name, exact=True).first.wait_for()
