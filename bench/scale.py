@@ -16,8 +16,8 @@ Per N and analysis (``cohort_count``, ``characterization``) the script measures:
 - ``floor_s``: the sites' own work, with no orchestrator: each site's ``check``, then (with
   the mask group the step would use) ``submit``, ``wait`` and ``release``, driven straight
   through the site transports from a thread per site, as a zero-cost orchestrator would.
-- ``task_runs_s``: ``run_analysis`` as a user calls it (the ``federated-analysis`` flow, a
-  Prefect task run per site and stage: 3 x N task runs).
+- ``run_analysis_s``: ``run_analysis`` as a user calls it (the ``federated-analysis`` flow: a
+  Prefect task run per site and stage up to 10 sites, the stages in threads of the flow beyond).
 - ``threads_s``: the same step in a flow whose site stages run in threads of the flow
   (``flows.federated._federated_step(pool=...)``, as a fit's round runs them).
 - ``overhead_*_s``: the step's wall time minus ``floor_s`` measured in the same turn (the
@@ -179,7 +179,7 @@ def drive(
     return partials, spent
 
 
-MODES = ("floor", "task_runs", "threads")
+MODES = ("floor", "run_analysis", "threads")
 
 
 def step_figures(
@@ -202,7 +202,7 @@ def step_figures(
         _, spent = drive(session, analysis, params, None)
         every: dict[str, Callable[[], Any]] = {
             "floor": partial(_floor, session, analysis, params, n),
-            "task_runs": partial(run_analysis, analysis, params, federation=session),
+            "run_analysis": partial(run_analysis, analysis, params, federation=session),
             "threads": partial(threaded_step, str(profile), analysis, params),
         }
         modes = {m: work for m, work in every.items() if m in only}
@@ -216,7 +216,7 @@ def step_figures(
         figures: dict[str, Any] = {
             f"{m}_s": round(statistics.median(t), 3) for m, t in took.items()
         }
-        for mode in (m for m in ("task_runs", "threads") if m in modes):
+        for mode in (m for m in ("run_analysis", "threads") if m in modes):
             paired = [a - b for a, b in zip(took[mode], took["floor"], strict=True)]
             figures[f"overhead_{mode}_s"] = round(statistics.median(paired), 3)
         figures["per_site_ms"] = {k: round(1000 * v / n, 1) for k, v in spent.items()}
@@ -365,7 +365,7 @@ def _overhead(analysis: str, mode: str, point: dict[str, Any]) -> float:
 def summarize(points: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for analysis in STEPS:
-        for mode in ("task_runs", "threads"):
+        for mode in ("run_analysis", "threads"):
             out[f"{analysis}_{mode}"] = growth(points, partial(_overhead, analysis, mode))
     out["glm_round"] = growth(points, lambda p: p["glm"]["overhead_round_s"])
     return out
