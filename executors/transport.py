@@ -41,9 +41,23 @@ from fedflow.core import (
 from fedflow.core.messages import Decision, JobState, JobStatus, Release, Request, SiteInfo
 from governance.checkpoints import Checkpoint
 
-__all__ = ["HttpsSiteTransport", "InProcessSiteTransport", "SiteTransport"]
+__all__ = ["HttpsSiteTransport", "InProcessSiteTransport", "SiteTransport", "client_tls"]
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def client_tls(site: str, ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
+    """A mutual-TLS client context: trust only ``ca``, present ``cert`` (TLS 1.2 at least).
+
+    Unreadable or invalid files are a :class:`~fedflow.core.ConfigError` naming ``site``.
+    """
+    try:
+        context = ssl.create_default_context(cafile=str(ca))
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(str(cert), str(key))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"site {site}: cannot load TLS files ({type(exc).__name__})") from None
+    return context
 
 
 class SiteTransport(ABC):
@@ -160,14 +174,7 @@ class HttpsSiteTransport(SiteTransport):
         if url.startswith("https://"):
             if ca is None or cert is None or key is None:
                 raise ConfigError(f"site {site}: an https site needs ca, cert and key")
-            try:
-                verify = ssl.create_default_context(cafile=str(ca))
-                verify.minimum_version = ssl.TLSVersion.TLSv1_2
-                verify.load_cert_chain(str(cert), str(key))
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(
-                    f"site {site}: cannot load TLS files ({type(exc).__name__})"
-                ) from None
+            verify = client_tls(site, ca, cert, key)
         self._open(site, url, receipt_key, timeout, verify=verify)
 
     def _open(

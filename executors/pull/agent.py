@@ -24,7 +24,6 @@ import json
 import logging
 import re
 import signal
-import ssl
 import sys
 import threading
 from pathlib import Path
@@ -39,6 +38,7 @@ from executors.errors import SiteError
 from executors.node import SiteNode
 from executors.pull.messages import CALL_HEADERS, REPLY_HEADERS, Call, Reply
 from executors.service import create_app
+from executors.transport import client_tls
 from fedflow.core import ConfigError, FedflowError
 
 __all__ = ["ROUTES", "SiteAgent", "main", "run_agent"]
@@ -83,12 +83,10 @@ class SiteAgent:
     ) -> None:
         if not relay.startswith("https://"):
             raise ConfigError(f"site {node.name}: the relay url must be https://")
+        self._tls = client_tls(node.name, ca, cert, key)
         try:
-            self._tls = ssl.create_default_context(cafile=str(ca))
-            self._tls.minimum_version = ssl.TLSVersion.TLSv1_2
-            self._tls.load_cert_chain(str(cert), str(key))
             named = x509.load_pem_x509_certificate(Path(cert).read_bytes()).subject
-        except (OSError, ValueError, ssl.SSLError) as exc:
+        except (OSError, ValueError) as exc:
             raise ConfigError(
                 f"site {node.name}: cannot load TLS files ({type(exc).__name__})"
             ) from None

@@ -11,14 +11,13 @@ over either.
 
 from __future__ import annotations
 
-import ssl
 from pathlib import Path
 
 import httpx
 from pydantic import ValidationError
 
 from executors.pull.messages import CALL_HEADERS, Call, Reply
-from executors.transport import HttpsSiteTransport
+from executors.transport import HttpsSiteTransport, client_tls
 from fedflow.core import ConfigError
 
 __all__ = ["PullSiteTransport", "RelayChannel"]
@@ -87,14 +86,7 @@ class PullSiteTransport(HttpsSiteTransport):
     ) -> None:
         if not relay.startswith("https://"):
             raise ConfigError(f"site {site}: the relay url must be https://")
-        try:
-            verify = ssl.create_default_context(cafile=str(ca))
-            verify.minimum_version = ssl.TLSVersion.TLSv1_2
-            verify.load_cert_chain(str(cert), str(key))
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(
-                f"site {site}: cannot load TLS files ({type(exc).__name__})"
-            ) from None
+        verify = client_tls(site, ca, cert, key)
         self.relay = relay.rstrip("/")
         client = httpx.Client(
             base_url=f"{self.relay}/v1",
