@@ -19,6 +19,7 @@ from pathlib import Path
 
 from fedflow.core.controls import Control
 from fedflow.core.messages import Request
+from fedflow.core.sqlitedb import open_shared
 
 __all__ = ["DEFAULT_MAX_AGE", "ReplayGuard"]
 
@@ -35,6 +36,11 @@ __controls__ = (
 
 DEFAULT_MAX_AGE = timedelta(minutes=15)
 DEFAULT_MAX_SKEW = timedelta(minutes=2)
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS nonces (
+    step TEXT NOT NULL, nonce TEXT NOT NULL, seen REAL NOT NULL, PRIMARY KEY (step, nonce)
+);
+"""
 PRUNE_EVERY = timedelta(minutes=1)
 """How often the nonces older than ``max_age`` are deleted."""
 
@@ -53,13 +59,8 @@ class ReplayGuard:
         self.max_skew = max_skew
         self._lock = threading.Lock()
         self._next_prune: datetime | None = None
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # as the audit log: see the docstring
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS nonces (step TEXT NOT NULL, nonce TEXT NOT NULL, "
-            "seen REAL NOT NULL, PRIMARY KEY (step, nonce))"
-        )
+        # synchronous=NORMAL, as the audit log: a power loss may forget the last nonces only
+        self._db = open_shared(path, _SCHEMA, synchronous_normal=True)
 
     def refusal(self, request: Request, step: str, *, now: datetime | None = None) -> str | None:
         """Why ``request`` must be refused at ``step`` (and record its nonce), or None."""

@@ -30,6 +30,7 @@ from typing import Any, Final
 
 from fedflow.core.controls import Control
 from fedflow.core.digest import canonical_json, digest_bytes
+from fedflow.core.sqlitedb import open_shared
 from governance.errors import AuditError
 
 __all__ = ["GENESIS", "AuditEntry", "AuditLog", "AuditRecord", "AuditReport"]
@@ -152,13 +153,7 @@ class AuditLog:
         self.site = site
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=30
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+            self._db = open_shared(self.path, _SCHEMA, synchronous_normal=True)
         except sqlite3.Error as exc:
             raise AuditError(f"cannot open audit log {self.path}: {exc}", site=site) from None
 

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fedflow.core import frequency
 from fedflow.core.controls import Control
+from fedflow.core.sqlitedb import open_shared
 from governance.errors import DifferencingLedgerError
 
 __all__ = [
@@ -134,11 +135,7 @@ class DifferencingLedger:
         self.path = path
         self.lock = threading.RLock()
         try:
-            self._db = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=30
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
+            self._db = open_shared(path, _SCHEMA)
         except sqlite3.Error as exc:
             raise DifferencingLedgerError(
                 f"cannot open the differencing ledger {path.name}: {exc}"

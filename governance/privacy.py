@@ -30,7 +30,6 @@ which look at the true contributions the site kept (they only ever withhold more
 from __future__ import annotations
 
 import math
-import sqlite3
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -45,6 +44,7 @@ from opendp.mod import Measurement, binary_search_param, enable_features
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fedflow.core import OutputKind, frequency, magnitude
+from fedflow.core.sqlitedb import open_shared
 from governance.airlock import AirlockResult, Outcome
 from governance.airlock.result import refused
 
@@ -53,6 +53,12 @@ __all__ = ["PrivacyLedger", "PrivacyPolicy", "Spent", "noise_measurement", "priv
 enable_features("contrib")
 
 _NOISED = (OutputKind.FREQUENCY, OutputKind.MAGNITUDE)
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS spend (
+    job_id TEXT PRIMARY KEY, site TEXT NOT NULL, project TEXT NOT NULL, dataset TEXT NOT NULL,
+    epsilon REAL NOT NULL, delta REAL NOT NULL, kind TEXT NOT NULL, at TEXT NOT NULL
+);
+"""
 
 
 class PrivacyPolicy(BaseModel):
@@ -109,13 +115,7 @@ class PrivacyLedger:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS spend (job_id TEXT PRIMARY KEY, site TEXT NOT NULL, "
-            "project TEXT NOT NULL, dataset TEXT NOT NULL, epsilon REAL NOT NULL, "
-            "delta REAL NOT NULL, kind TEXT NOT NULL, at TEXT NOT NULL)"
-        )
+        self._db = open_shared(path, _SCHEMA)
 
     def spent(self, *, site: str, project: str, dataset: str) -> Spent:
         row = self._db.execute(

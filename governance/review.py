@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict
 from fedflow.core import digest_bytes, digest_json, from_ipc
 from fedflow.core.analysis import OutputKind
 from fedflow.core.controls import Control
+from fedflow.core.sqlitedb import open_shared
 from governance.audit import AuditLog
 from governance.errors import ReviewAlreadyDecided, ReviewError, ReviewInvalid, ReviewNotFound
 
@@ -166,12 +167,7 @@ class ReviewQueue:
         self.path = path
         self._lock = threading.Lock()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=30
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
+            self._db = open_shared(path, _SCHEMA)
         except sqlite3.Error as exc:
             raise ReviewError(f"cannot open the review queue {path.name}: {exc}") from None
 
