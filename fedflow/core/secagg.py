@@ -32,7 +32,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise, product
 from typing import Any, Protocol, runtime_checkable
@@ -59,6 +59,7 @@ __all__ = [
     "PROTOCOL",
     "CellsNotAgreed",
     "EncodingOverflow",
+    "Exchange",
     "FixedCells",
     "MaskedPartialsDisagree",
     "MaskedSum",
@@ -66,6 +67,7 @@ __all__ = [
     "SecureAggregationPolicy",
     "decode_reals",
     "encode_reals",
+    "exchange_with",
     "fixed_cells",
     "group_mask",
     "is_masked",
@@ -146,18 +148,43 @@ def public_key_text(key: X25519PrivateKey | X25519PublicKey) -> str:
     return base64.b64encode(raw).decode()
 
 
+Exchange = Callable[[str], bytes]
+"""A site's X25519 exchange with a peer's published key (base64): the raw shared secret."""
+
+
+def exchange_with(private_key: X25519PrivateKey) -> Exchange:
+    """The plain :data:`Exchange` of ``private_key`` (a site may cache its results)."""
+
+    def exchange(peer_public_key: str) -> bytes:
+        peer = X25519PublicKey.from_public_bytes(base64.b64decode(peer_public_key, validate=True))
+        return private_key.exchange(peer)
+
+    return exchange
+
+
 def pair_seed(
     private_key: X25519PrivateKey, site: str, peer: str, spec: MaskSpec, context: str
 ) -> bytes:
     """The 32-byte seed ``site`` and ``peer`` share for ``context`` (X25519, then HKDF)."""
+    keys = _group_keys(private_key, site, spec)
+    return _pair_seed(exchange_with(private_key), keys, site, peer, context)
+
+
+def _group_keys(private_key: X25519PrivateKey, site: str, spec: MaskSpec) -> dict[str, str]:
+    """The group's published keys by site, once checked to carry ``site``'s own key."""
     keys = {m.site: m.public_key for m in spec.group}
     if keys.get(site) != public_key_text(private_key):
         raise MaskedPartialsDisagree(
             "the mask group does not carry this site's key-agreement key", site=site
         )
+    return keys
+
+
+def _pair_seed(
+    exchange: Exchange, keys: Mapping[str, str], site: str, peer: str, context: str
+) -> bytes:
     try:
-        peer_key = X25519PublicKey.from_public_bytes(base64.b64decode(keys[peer], validate=True))
-        shared = private_key.exchange(peer_key)
+        shared = exchange(keys[peer])
     except (KeyError, ValueError) as exc:
         raise MaskedPartialsDisagree(
             f"cannot agree a key with site {peer}: {type(exc).__name__}", site=site
@@ -182,16 +209,29 @@ def prg_words(seed: bytes, count: int) -> np.ndarray:
 
 
 def group_mask(
-    private_key: X25519PrivateKey, site: str, spec: MaskSpec, context: str, count: int
+    private_key: X25519PrivateKey,
+    site: str,
+    spec: MaskSpec,
+    context: str,
+    count: int,
+    *,
+    exchange: Exchange | None = None,
 ) -> np.ndarray:
-    """Site ``site``'s mask: ``sum_{j>i} m_ij - sum_{j<i} m_ij`` mod 2^64, ``count`` words."""
-    if site not in spec.sites:
+    """Site ``site``'s mask: ``sum_{j>i} m_ij - sum_{j<i} m_ij`` mod 2^64, ``count`` words.
+
+    ``exchange``: how the site gets its shared secret with a peer's key (default: X25519 with
+    ``private_key`` every time; a site keeps them, as the pairs' keys are long-lived).
+    """
+    sites = spec.sites
+    if site not in sites:
         raise MaskedPartialsDisagree("this site is not in the mask group", site=site)
+    keys = _group_keys(private_key, site, spec)
+    exchange = exchange or exchange_with(private_key)
     total = np.zeros(count, dtype=np.uint64)
-    for peer in spec.sites:
+    for peer in sites:
         if peer == site:
             continue
-        words = prg_words(pair_seed(private_key, site, peer, spec, context), count)
+        words = prg_words(_pair_seed(exchange, keys, site, peer, context), count)
         total = total + words if site < peer else total - words  # uint64 wraps mod 2^64
     return total
 
@@ -326,8 +366,12 @@ def mask_table(
     spec: MaskSpec,
     context: str,
     threshold: int,
+    exchange: Exchange | None = None,
 ) -> pa.Table:
-    """``table`` (a plain partial of ``kind``) masked for ``spec``'s group under ``context``."""
+    """``table`` (a plain partial of ``kind``) masked for ``spec``'s group under ``context``.
+
+    ``exchange``: as in :func:`group_mask`.
+    """
     if OutputKind(kind) is OutputKind.FREQUENCY:
         table = fixed_cells(table, spec.cells or {})
     encodings = masked_columns(kind, table)
@@ -341,7 +385,7 @@ def mask_table(
         counts.append([n * _WORDS[encoding] for n in lengths])
         nulls[name] = {"kind": encoding, "nulls": missing}
     flat = np.concatenate(pieces) if pieces else np.zeros(0, np.uint64)
-    flat = flat + group_mask(private_key, site, spec, context, flat.size)
+    flat = flat + group_mask(private_key, site, spec, context, flat.size, exchange=exchange)
     columns, start = {}, 0
     for name, per_row in zip(encodings, counts, strict=True):
         rows = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -86,3 +87,27 @@ def test_the_site_policy_carries_the_section_and_validates_it() -> None:
     assert policy.secure_aggregation == SecureAggregationPolicy(required=True, min_group=3)
     with pytest.raises(PolicyInvalid, match=r"secure_aggregation\.min_group"):
         SitePolicy.parse({"secure_aggregation": {"min_group": 1}})
+
+
+def test_kept_shared_secrets_give_the_same_masks_and_stay_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = AgreementKey.load_or_create(tmp_path / "k.pem")
+    peers = {f"p{i}": X25519PrivateKey.generate() for i in range(3)}
+    spec = MaskSpec(
+        group=(
+            MaskMember(site="a", public_key=key.public_text),
+            *(MaskMember(site=s, public_key=secagg.public_key_text(k)) for s, k in peers.items()),
+        )
+    )
+    plain = secagg.group_mask(key.private_key, "a", spec, "ctx", 16)
+    kept = secagg.group_mask(key.private_key, "a", spec, "ctx", 16, exchange=key.shared_secret)
+    assert np.array_equal(plain, kept)
+    for peer in peers.values():  # the pair's secret, as the peer computes it
+        mine = key.shared_secret(secagg.public_key_text(peer))
+        assert mine == peer.exchange(key.private_key.public_key())
+    again = secagg.group_mask(key.private_key, "a", spec, "other", 16, exchange=key.shared_secret)
+    assert not np.array_equal(kept, again)  # fresh masks per context from the kept secrets
+    monkeypatch.setattr("executors.agreement.KEPT_SECRETS", 2)
+    key.shared_secret(secagg.public_key_text(X25519PrivateKey.generate()))
+    assert len(key._secrets) == 2
