@@ -59,7 +59,7 @@ class Dataset:
     def table_names(self) -> frozenset[str]:
         return frozenset(
             path.removesuffix(".parquet")
-            for path in self.location.fingerprints()
+            for path in self.location.names()
             if path.endswith(".parquet") and "/" not in path
         )
 

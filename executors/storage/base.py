@@ -40,6 +40,10 @@ class Location(ABC):
         The dataset's snapshot digest is computed from this, so any change of content changes it.
         """
 
+    def names(self) -> list[str]:
+        """The relative path of every file, sorted (from the listing: no content is read)."""
+        return sorted(self.fingerprints())
+
     def path(self, relative: str) -> str:
         """The filesystem path of a file in this location."""
         return f"{self.root}/{relative}" if self.root else relative

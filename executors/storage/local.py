@@ -33,10 +33,13 @@ class LocalLocation(Location):
         return self._path.as_posix()
 
     def fingerprints(self) -> dict[str, str]:
+        return {name: digest_file(self._path / name) for name in self.names()}
+
+    def names(self) -> list[str]:
+        """The files' relative paths, without reading them (a job lists its tables at every
+        run; hashing every file each time was most of a small job's work)."""
         if not self._path.is_dir():
             raise ObjectNotFound(f"dataset folder {self._path} does not exist")
-        return {
-            p.relative_to(self._path).as_posix(): digest_file(p)
-            for p in sorted(self._path.rglob("*"))
-            if p.is_file()
-        }
+        return sorted(
+            p.relative_to(self._path).as_posix() for p in self._path.rglob("*") if p.is_file()
+        )

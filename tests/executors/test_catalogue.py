@@ -90,3 +90,19 @@ def test_schemas_are_read_again_when_a_table_file_changes(dataset: Dataset, tmp_
     assert dataset.person_count() == 2
     with pytest.raises(InvalidRequest, match="gender_concept_id"):
         dataset.check_columns({"person": ["person_id", "gender_concept_id"]})
+
+
+def test_listing_and_reading_tables_hash_no_file(
+    dataset: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A job opens the dataset afresh on a worker at every run: it must not read every file
+    # to learn the table names (only the snapshot digest hashes contents).
+    def no_hashing(path: Path) -> str:
+        raise AssertionError(f"{path.name} was hashed")
+
+    monkeypatch.setattr("executors.storage.local.digest_file", no_hashing)
+    fresh = Dataset("omop", open_location(str(tmp_path / "omop")))
+    assert fresh.table_names == {"person", "condition_occurrence", "concept"}
+    assert fresh.read("person", ["person_id"]).num_rows == dataset.person_count()
+    with pytest.raises(AssertionError, match="was hashed"):
+        _ = fresh.snapshot_digest
