@@ -1,7 +1,11 @@
 """Governance decisions of a federated step as Prefect events.
 
-Each decision becomes one event on the site it concerns (resource ``fedflow.site.<name>``),
-related to the request (``fedflow.request.<id>``) and the analysis
+Each site of a step gets one event (resource ``fedflow.site.<name>``), named after where it
+ended: its pre-gate's denial, its airlock's decision, or its failure. An event after the
+pre-gate carries the pre-gate's decision too (verdict, rules, policy and decision digests), so
+a site that was allowed and released is one event, not two: a step over 100 sites emits 100
+events, and each costs the orchestrator and the Prefect server a few milliseconds of CPU.
+Events are related to the request (``fedflow.request.<id>``) and the analysis
 (``fedflow.analysis.<name>``); Prefect's events worker adds the flow run, flow, deployment
 and task run the step runs in, so the Prefect UI's event feed of a flow run shows them and an
 automation can trigger on them. Events carry decisions only: verdicts, outcomes, reasons,
@@ -10,8 +14,7 @@ rule names, counts of suppressed cells and digests, never a row or a cell value.
 ==========================  ==========================================================
 event                       when
 ==========================  ==========================================================
-``fedflow.gate.allowed``    the site's pre-gate accepted the request
-``fedflow.gate.denied``     the site's pre-gate refused it
+``fedflow.gate.denied``     the site's pre-gate refused the request
 ``fedflow.airlock.<x>``     the site's airlock decided: ``released``, ``suppressed``
                             (released with suppressed cells), ``refused``, ``review``
                             (held for the custodian, undecided when the wait ended)
@@ -65,7 +68,8 @@ def governance_events(
     """The events of one step's decisions, as keyword arguments of ``emit_event``.
 
     ``gate``: the pre-gate's decision per site that answered (verdict, reasons, rules,
-    policy and decision digests); ``outcomes``: every site's outcome, in profile order.
+    policy and decision digests); ``outcomes``: every site's outcome, in profile order. One
+    event per outcome, in that order, and ``fedflow.quorum.failed`` last when it applies.
     """
     related = [
         {
@@ -79,42 +83,39 @@ def governance_events(
     ]
     base = {"analysis": analysis, "request_id": request_id}
     events: list[dict[str, Any]] = []
-    for site, decision in gate.items():
-        allowed = decision.get("verdict") == "allow"
-        events.append(
-            {
-                "event": "fedflow.gate.allowed" if allowed else "fedflow.gate.denied",
-                "resource": site_resource(site),
-                "related": related,
-                "payload": base
-                | {
-                    "verdict": decision.get("verdict"),
-                    "reasons": list(decision.get("reasons", ())),
-                    "rules": list(decision.get("rules", ())),
-                    "policy_digest": decision.get("policy_digest"),
-                    "decision_digest": decision.get("decision_digest"),
-                },
-            }
-        )
     for outcome in outcomes:
-        if outcome.stage == "gate_before" and outcome.status is SiteStatus.REFUSED:
-            continue  # the pre-gate's denial, above
-        name = AIRLOCK_EVENTS.get(outcome.status) or f"fedflow.site.{outcome.status.value}"
+        decision = gate.get(outcome.site, {})
+        verdict = (
+            {
+                "verdict": decision.get("verdict"),
+                "rules": list(decision.get("rules", ())),
+                "policy_digest": decision.get("policy_digest"),
+                "decision_digest": decision.get("decision_digest"),
+            }
+            if decision
+            else {}
+        )
+        if decision and decision.get("verdict") != "allow":
+            name = "fedflow.gate.denied"
+            payload = {"reasons": list(decision.get("reasons", ())), **verdict}
+        else:
+            name = AIRLOCK_EVENTS.get(outcome.status) or f"fedflow.site.{outcome.status.value}"
+            payload = {
+                "outcome": outcome.status.value,
+                "stage": outcome.stage,
+                "reasons": list(outcome.reasons),
+                "suppressed_cells": outcome.suppressed_cells,
+                "job_id": outcome.job_id,
+                "result_digest": outcome.digests.get("result"),
+                "review_digest": outcome.digests.get("review"),
+                **verdict,
+            }
         events.append(
             {
                 "event": name,
                 "resource": site_resource(outcome.site),
                 "related": related,
-                "payload": base
-                | {
-                    "outcome": outcome.status.value,
-                    "stage": outcome.stage,
-                    "reasons": list(outcome.reasons),
-                    "suppressed_cells": outcome.suppressed_cells,
-                    "job_id": outcome.job_id,
-                    "result_digest": outcome.digests.get("result"),
-                    "review_digest": outcome.digests.get("review"),
-                },
+                "payload": base | payload,
             }
         )
     contributed = [o.site for o in outcomes if o.contributed]

@@ -40,17 +40,13 @@ def test_each_decision_is_an_event_on_its_site() -> None:
     events = governance_events("cohort_count", "req1", OUTCOMES, GATE, min_sites=1)
     seen = [(e["event"], e["resource"]["prefect.resource.id"]) for e in events]
     assert seen == [
-        ("fedflow.gate.allowed", "fedflow.site.eu"),
-        ("fedflow.gate.allowed", "fedflow.site.us"),
-        ("fedflow.gate.denied", "fedflow.site.uk"),
-        ("fedflow.gate.allowed", "fedflow.site.de"),
-        ("fedflow.gate.allowed", "fedflow.site.fr"),
         ("fedflow.airlock.suppressed", "fedflow.site.eu"),
         ("fedflow.airlock.review", "fedflow.site.us"),
+        ("fedflow.gate.denied", "fedflow.site.uk"),
         ("fedflow.site.failed", "fedflow.site.de"),
         ("fedflow.airlock.refused", "fedflow.site.fr"),
         ("fedflow.site.skipped", "fedflow.site.it"),
-    ]  # uk's refusal is its pre-gate's denial, not an airlock event
+    ]  # one event per site: where it ended
     for event in events:
         related = {r["prefect.resource.id"]: r["prefect.resource.role"] for r in event["related"]}
         assert related == {
@@ -58,9 +54,16 @@ def test_each_decision_is_an_event_on_its_site() -> None:
             "fedflow.analysis.cohort_count": "analysis",
         }
         assert event["payload"]["request_id"] == "req1"
-    suppressed = events[5]["payload"]
+    suppressed = events[0]["payload"]
     assert suppressed["suppressed_cells"] == 2 and suppressed["result_digest"] == "r"
-    assert events[2]["payload"]["reasons"] == ["analysis cohort_count is not allowed at this site"]
+    # an event after the pre-gate carries its decision; a site never asked has none
+    assert suppressed["verdict"] == "allow" and suppressed["decision_digest"] == "sha256:d-eu"
+    assert suppressed["rules"] == ["policy.analyses"] and suppressed["policy_digest"] == "sha256:eu"
+    assert events[3]["payload"]["verdict"] == "allow"  # de failed after its pre-gate allowed
+    assert "verdict" not in events[5]["payload"]
+    denied = events[2]["payload"]
+    assert denied["reasons"] == ["analysis cohort_count is not allowed at this site"]
+    assert denied["verdict"] == "deny" and "outcome" not in denied
 
 
 def test_a_missed_quorum_names_the_sites_that_did_not_contribute() -> None:
