@@ -34,6 +34,7 @@ from flows.events import emit_governance
 from flows.federation import FederationSession, connect, open_session
 from flows.outcomes import FederatedResult, SiteOutcome, SiteStatus
 from flows.resume import CheckpointStore, Saved, cached_pieces, resumed_releases
+from flows.server import ad_hoc_runs
 from flows.strategy import ErrorStrategy, StepPolicy, stop_on_failure
 from governance.audit import AuditLog, AuditRecord
 from governance.checkpoints import verify_checkpoint
@@ -147,19 +148,20 @@ def run_analysis(
     cell_lists = None if cells is None else {d: list(v) for d, v in cells.items()}
     if isinstance(federation, FederationSession):
         assert federation.profile.path is not None
-        return federated_analysis(
-            analysis,
-            dict(params or {}),
-            str(federation.profile.path),
-            dataset,
-            version,
-            min_sites,
-            review_timeout=review_timeout,
-            secure=secure,
-            cells=cell_lists,
-            policy=policy,
-            resume=resume,
-        )
+        with ad_hoc_runs():
+            return federated_analysis(
+                analysis,
+                dict(params or {}),
+                str(federation.profile.path),
+                dataset,
+                version,
+                min_sites,
+                review_timeout=review_timeout,
+                secure=secure,
+                cells=cell_lists,
+                policy=policy,
+                resume=resume,
+            )
     with connect(Path(federation), token=token) as session:
         return run_analysis(
             analysis,

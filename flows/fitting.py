@@ -31,6 +31,7 @@ from flows.errors import FlowError
 from flows.federated import _federated_step
 from flows.federation import FederationSession, connect
 from flows.outcomes import FederatedResult, SiteOutcome
+from flows.server import ad_hoc_runs
 from flows.strategy import ErrorStrategy, StepPolicy
 
 __all__ = [
@@ -207,7 +208,7 @@ def in_session(
     """``run(profile path)`` with the session open: the given one, or one opened here."""
     if isinstance(federation, FederationSession):
         assert federation.profile.path is not None
-        return run(str(federation.profile.path))
+        with ad_hoc_runs():
+            return run(str(federation.profile.path))
     with connect(Path(federation), token=token) as session:
-        assert session.profile.path is not None
-        return run(str(session.profile.path))
+        return in_session(session, token, run)

@@ -7,7 +7,8 @@ slowly, and can drop records at exit. :func:`prefect_api` instead starts ``prefe
 host and port), points this process at it, and stops it at the end, after flushing logs and
 events. With ``PREFECT_API_URL`` set it uses that server and starts nothing, unless
 ``reuse=False`` (``fedflow server start`` always starts its own). Telemetry is off unless the
-operator turned it on.
+operator turned it on. :func:`ad_hoc_runs` spares the runs a caller starts in its own process
+Prefect's heartbeat thread, which made every run end up to a second late.
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ from pathlib import Path
 
 from flows.errors import FlowError
 
-__all__ = ["PrefectApi", "PrefectServerUnavailable", "prefect_api", "quiet_telemetry"]
+__all__ = [
+    "PrefectApi",
+    "PrefectServerUnavailable",
+    "ad_hoc_runs",
+    "prefect_api",
+    "quiet_telemetry",
+]
+
+HEARTBEAT_SETTINGS = ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY")
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +49,26 @@ def quiet_telemetry() -> None:
     """Turn Prefect's telemetry off unless the operator set it explicitly."""
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+@contextmanager
+def ad_hoc_runs() -> Iterator[None]:
+    """Flow runs started in this block, in the caller's own process, send no heartbeats.
+
+    Prefect (3.9) sends a flow run's heartbeats from a thread that sleeps in one-second steps,
+    and joins that thread when the run ends: every run ended up to a second late (an empty
+    flow took 1.2 s, 0.2 s without). Heartbeats let the Prefect server find crashed runs of
+    *deployments* (zombie detection); a run started by ``run_analysis`` or a fit in the
+    researcher's own process reports its own failure. Served deployments (``fedflow server
+    start``) keep them, and an operator who sets a heartbeat frequency keeps them everywhere.
+    """
+    if any(name in os.environ for name in HEARTBEAT_SETTINGS):
+        yield
+        return
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
 
 
 class PrefectApi:
