@@ -12,9 +12,8 @@ of each site's audit head and the result's digest; :mod:`flows.lineage` reads th
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -46,9 +45,7 @@ CHECKPOINTS = "checkpoints.db"
 """The checkpoint store's file in the federation's ``state_dir`` (:mod:`flows.resume`)."""
 TASK_RUNS_UP_TO = 10
 """Federations up to this many sites run each site stage as a Prefect task run; larger ones in
-threads of the flow run (:func:`_site_threads`)."""
-MAX_SITE_THREADS = 64
-"""Site stages of one step that run at once in a large federation."""
+the session's site threads (:func:`_site_threads`)."""
 ARTIFACT_ROWS = 1000
 """Rows of a result shown in its Prefect table artifact (a GWAS has one per variant)."""
 
@@ -77,7 +74,7 @@ def federated_analysis(
     default: ``min_sites`` and ``timeout`` with two retries of a transient failure).
     ``resume``: reuse the verified releases of an earlier run of this step; ask only the rest.
     """
-    with open_session(federation) as session, _site_threads(len(session.transports)) as pool:
+    with open_session(federation) as session:
         return _federated_step(
             session,
             analysis,
@@ -91,25 +88,20 @@ def federated_analysis(
             cells=cells,
             policy=policy,
             resume=resume,
-            pool=pool,
+            pool=_site_threads(session),
         )
 
 
-@contextmanager
-def _site_threads(sites: int) -> Iterator[Executor | None]:
+def _site_threads(session: FederationSession) -> Executor | None:
     """Threads for the site stages of a federation of more than :data:`TASK_RUNS_UP_TO` sites.
 
     Up to that size every site stage is a Prefect task run of its own (each site's
     ``gate_before``/``run``/``gate_after`` shows in the UI); beyond it a task run per site and
     stage costs the orchestrator about 0.1 s per site and step (``docs/scale.md``), so the
-    stages run in threads of the flow run and the per-site outcome and airlock artifacts and
-    events say what each site did.
+    stages run in the session's site threads and the per-site outcome and airlock artifacts
+    and events say what each site did.
     """
-    if sites <= TASK_RUNS_UP_TO:
-        yield None
-        return
-    with ThreadPoolExecutor(min(sites, MAX_SITE_THREADS), thread_name_prefix="site") as pool:
-        yield pool
+    return None if len(session.transports) <= TASK_RUNS_UP_TO else session.site_threads()
 
 
 def run_analysis(

@@ -39,8 +39,9 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -164,16 +165,38 @@ class Federation(BaseModel):
         )
 
 
+SITE_THREADS = 64
+"""Site stages of a session that run at once (in its threads)."""
+
+
 @dataclass
 class FederationSession:
-    """An open federation: a transport per site and the orchestrator's audit log."""
+    """An open federation: a transport per site, the orchestrator's audit log, and threads
+    for the site stages of its steps (:meth:`site_threads`)."""
 
     profile: Federation
     transports: dict[str, SiteTransport]
     audit: AuditLog
     token: str
+    _threads: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def site_threads(self) -> ThreadPoolExecutor:
+        """The threads that run site stages (one per site, at most :data:`SITE_THREADS`).
+
+        Made on first use and kept until :meth:`close`: every step and every round of a fit
+        runs its stages there instead of starting threads of its own.
+        """
+        with self._lock:
+            if self._threads is None:
+                size = min(max(len(self.transports), 1), SITE_THREADS)
+                self._threads = ThreadPoolExecutor(size, thread_name_prefix="site")
+            return self._threads
 
     def close(self) -> None:
+        with self._lock:
+            if self._threads is not None:
+                self._threads.shutdown(wait=False, cancel_futures=True)
         for transport in self.transports.values():
             transport.close()
         self.audit.close()

@@ -3,7 +3,8 @@ contributors, Wald inference, per-site counts read back from the last round's re
 running a fit's flow over a profile or an open session.
 
 A fit runs many rounds of the same step, so a round is one Prefect task run
-(:func:`federated_round`) that runs the step's stages at every site in threads of that task:
+(:func:`federated_round`) that runs the step's stages at every site in the session's site
+threads (:meth:`~flows.federation.FederationSession.site_threads`), inside that task run:
 ``gate_before`` → ``run`` → ``gate_after`` at each site, as in every federated step, with the
 same request, receipts, checkpoints, secure aggregation, orchestrator audit and per-site
 outcomes (:func:`flows.federated._federated_step`), but one task run per round instead of three
@@ -15,7 +16,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
@@ -63,29 +63,27 @@ def federated_round(
     resume: bool = False,
     flow_name: str = "fit",
 ) -> FederatedResult:
-    """One round of a fit: one federated step whose site stages run in threads of this task.
+    """One round of a fit: one federated step, its site stages in the session's site threads.
 
     ``skip``: sites dropped earlier in the fit (not asked); ``resume``: reuse the verified
     releases of an earlier run of this round (same fit, parameters and coefficients).
     """
-    sites = max(len(session.transports), 1)
-    with ThreadPoolExecutor(max_workers=sites, thread_name_prefix=f"round-{round_no}") as pool:
-        return _federated_step(
-            session,
-            analysis,
-            params,
-            dataset,
-            None,
-            min_sites,
-            timeout,
-            review_timeout,
-            pool=pool,
-            policy=policy,
-            skip=skip,
-            resume=resume,
-            flow_name=flow_name,
-            round_no=round_no,
-        )
+    return _federated_step(
+        session,
+        analysis,
+        params,
+        dataset,
+        None,
+        min_sites,
+        timeout,
+        review_timeout,
+        pool=session.site_threads(),
+        policy=policy,
+        skip=skip,
+        resume=resume,
+        flow_name=flow_name,
+        round_no=round_no,
+    )
 
 
 @dataclass

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import math
+import queue
 import random
 import threading
 import time
@@ -134,6 +135,58 @@ class StepPolicy(BaseModel):
         return max(0.0, base + (rng or random).uniform(-spread, spread))
 
 
+class _CallThreads:
+    """Daemon threads that run site calls under a deadline, kept for the next call when idle.
+
+    A step makes up to four calls per site (a thread each, so a call that overruns can be
+    abandoned); starting a thread per call cost a 100-site step 400 thread starts. A thread
+    whose call overran stays with it until it returns; an idle thread exits after ``idle`` s.
+    """
+
+    def __init__(self, idle: float = 30.0) -> None:
+        self._idle_s = idle
+        self._calls: queue.SimpleQueue[tuple[Callable[[], None], threading.Event]]
+        self._calls = queue.SimpleQueue()
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def start(self, call: Callable[[], None], done: threading.Event) -> None:
+        """Run ``call`` (which must not raise) in an idle thread, or a new one; then set ``done``.
+
+        The thread counts itself idle before it sets ``done``, so a caller's next call reuses it.
+        """
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+                self._calls.put((call, done))
+                return
+        threading.Thread(
+            target=self._serve, args=((call, done),), name="site-call", daemon=True
+        ).start()
+
+    def _serve(self, job: tuple[Callable[[], None], threading.Event]) -> None:
+        while True:
+            call, done = job
+            try:
+                call()
+            finally:
+                with self._lock:
+                    self._idle += 1
+                done.set()
+            try:
+                job = self._calls.get(timeout=self._idle_s)
+            except queue.Empty:
+                with self._lock:  # a call handed over as this thread timed out is still ours
+                    try:
+                        job = self._calls.get_nowait()
+                    except queue.Empty:
+                        self._idle -= 1
+                        return
+
+
+_CALL_THREADS = _CallThreads()
+
+
 def with_deadline(call: Callable[[], T], seconds: float, *, what: str, site: str) -> T:
     """``call()``, or :class:`StageTimedOut` when it has not returned within ``seconds``.
 
@@ -143,6 +196,7 @@ def with_deadline(call: Callable[[], T], seconds: float, *, what: str, site: str
     """
     box: dict[str, Any] = {}
     context = contextvars.copy_context()
+    done = threading.Event()
 
     def target() -> None:
         try:
@@ -150,10 +204,8 @@ def with_deadline(call: Callable[[], T], seconds: float, *, what: str, site: str
         except BaseException as exc:  # handed to the caller below
             box["error"] = exc
 
-    worker = threading.Thread(target=target, name=f"{what}-{site}", daemon=True)
-    worker.start()
-    worker.join(seconds)
-    if worker.is_alive():
+    _CALL_THREADS.start(target, done)
+    if not done.wait(seconds):
         raise StageTimedOut(
             f"{what} did not finish within {seconds:g} s", site=site, reason="timeout"
         )

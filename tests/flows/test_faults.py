@@ -10,6 +10,7 @@ what failed.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -32,10 +33,18 @@ from flows import FederationSession, SiteStatus, connect
 from flows.analyses.glm_round import GlmRound, used_columns
 from flows.analyses.glm_table import derive
 from flows.demo import build_federation, pool
-from flows.errors import QuorumNotMet, SiteFailed, StageFailed
+from flows.errors import QuorumNotMet, SiteFailed, StageFailed, StageTimedOut
 from flows.federated import run_analysis
 from flows.glm import fit_glm
-from flows.strategy import ErrorStrategy, FailureKind, StepPolicy, attempt, classify
+from flows.strategy import (
+    ErrorStrategy,
+    FailureKind,
+    StepPolicy,
+    _CallThreads,
+    attempt,
+    classify,
+    with_deadline,
+)
 from governance.checkpoints import Checkpoint
 from governance.errors import ReceiptInvalid
 
@@ -325,3 +334,36 @@ def test_the_quorum_is_the_larger_of_a_count_and_a_fraction() -> None:
         StepPolicy.model_validate({"error_strategy": "sometimes"})
     with pytest.raises(ValidationError):
         StepPolicy(min_fraction=1.5)
+
+
+def test_deadline_calls_reuse_idle_threads_and_abandon_an_overrunning_call() -> None:
+    def calls() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "site-call"}
+
+    with_deadline(lambda: None, 5, what="check", site="a")
+    before = calls()
+    for _ in range(20):  # one after another: the same idle threads serve them all
+        assert with_deadline(threading.current_thread, 5, what="check", site="a") in before
+    assert calls() == before
+    release = threading.Event()
+    with pytest.raises(StageTimedOut, match=r"check did not finish within 0\.2 s"):
+        with_deadline(release.wait, 0.2, what="check", site="slow")
+    assert with_deadline(lambda: 7, 5, what="submit", site="b") == 7  # served beside it
+    release.set()
+    with pytest.raises(SiteUnavailable, match="down"):
+        with_deadline(_down, 5, what="submit", site="c")
+
+
+def test_an_idle_call_thread_exits() -> None:
+    threads = _CallThreads(idle=0.05)
+    done = threading.Event()
+    threads.start(lambda: None, done)
+    assert done.wait(5)
+    deadline = time.monotonic() + 5
+    while threads._idle and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert threads._idle == 0
+
+
+def _down() -> None:
+    raise SiteUnavailable("site is down", site="c")
