@@ -344,7 +344,7 @@ def test_deadline_calls_reuse_idle_threads_and_abandon_an_overrunning_call() -> 
     before = calls()
     for _ in range(20):  # one after another: the same idle threads serve them all
         assert with_deadline(threading.current_thread, 5, what="check", site="a") in before
-    assert calls() == before
+    assert calls() <= before  # no new thread (an old idle one may have exited)
     release = threading.Event()
     with pytest.raises(StageTimedOut, match=r"check did not finish within 0\.2 s"):
         with_deadline(release.wait, 0.2, what="check", site="slow")

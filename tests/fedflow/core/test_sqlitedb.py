@@ -21,17 +21,22 @@ BEGIN SELECT RAISE(ABORT, 'append-only'); END;
 
 
 @contextmanager
-def _writer_holding_the_lock(path: Path, seconds: float) -> Iterator[None]:
-    """Another connection to a fresh rollback-journal file holds its write lock for ``seconds``."""
+def _writer_holding_the_lock(path: Path, seconds: float | None) -> Iterator[None]:
+    """Another connection to a fresh rollback-journal file holds its write lock for ``seconds``
+    (None: until the block ends)."""
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     other.execute("CREATE TABLE first (a)")
     other.execute("BEGIN IMMEDIATE")
-    release = threading.Timer(seconds, lambda: other.execute("COMMIT"))
-    release.start()
+    release = threading.Timer(seconds or 0.0, lambda: other.execute("COMMIT"))
+    if seconds is not None:
+        release.start()
     try:
         yield
     finally:
-        release.join()
+        if seconds is None:
+            other.execute("COMMIT")
+        else:
+            release.join()
         other.close()
 
 
@@ -60,7 +65,7 @@ def test_a_site_audit_log_opens_beside_a_busy_one(tmp_path: Path) -> None:
 def test_a_lock_held_past_the_timeout_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "held.db"
     with (
-        _writer_holding_the_lock(path, 1.0),
+        _writer_holding_the_lock(path, None),
         pytest.raises(sqlite3.OperationalError, match="locked"),
     ):
         open_shared(path, SCHEMA, timeout=0.3)
