@@ -21,9 +21,10 @@ def test_ad_hoc_runs_send_no_heartbeats(
     for name in ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY"):
         monkeypatch.delenv(name, raising=False)
     assert _heartbeat_frequency() is not None  # Prefect's default: heartbeats on
+    api = get_current_settings().api.url
     with ad_hoc_runs():
         assert _heartbeat_frequency() is None
-        assert get_current_settings().api.url == prefect_server  # the rest is kept
+        assert get_current_settings().api.url == api  # the rest is kept
     assert _heartbeat_frequency() is not None
 
 
