@@ -52,28 +52,14 @@ def open_shared(
 
 
 def _create(db: sqlite3.Connection, schema: str) -> None:
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        for statement in _statements(schema):
-            db.execute(statement)
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-
-
-def _statements(schema: str) -> list[str]:
-    """Split ``schema`` into complete statements (triggers keep their ``BEGIN ... END;``)."""
-    statements: list[str] = []
-    pending = ""
-    for line in schema.splitlines(keepends=True):
-        pending += line
-        if sqlite3.complete_statement(pending):
-            statements.append(pending.strip())
-            pending = ""
-    if pending.strip():
+    if not sqlite3.complete_statement(schema):
         raise sqlite3.ProgrammingError("the schema ends in an incomplete statement")
-    return statements
+    try:
+        db.executescript(f"BEGIN IMMEDIATE;\n{schema}\nCOMMIT;")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 def _retrying(action: Callable[[], object], deadline: float) -> None:
