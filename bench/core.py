@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from quiet import quiet_logs
+
 RESULTS = Path(__file__).parent / "results" / "core.json"
 GI_BLEED = {"domain": "condition", "concept_ids": [192671], "include_descendants": True}
 
@@ -54,8 +56,7 @@ def step_seconds(sites: int, repeats: int) -> dict[str, float]:
 
 
 def main() -> None:
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
+    quiet_logs()
     results: dict[str, object] = {"load_average_start": os.getloadavg()[0], "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp:
         results["demo_cold_s"] = round(demo_seconds(Path(tmp) / "demo"), 2)

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from quiet import quiet_logs
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -398,11 +399,8 @@ def _median_time(work: Callable[[], Any], repeats: int) -> float:
 
 
 def main() -> None:
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
+    quiet_logs()
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     parser = argparse.ArgumentParser(description="Benchmark the exact federated GLM.")
     parser.add_argument("--sites", type=int, nargs="+", default=list(GRID_SITES))
     parser.add_argument("--rows", type=int, nargs="+", default=list(GRID_ROWS))

@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from quiet import quiet_logs
+
 RESULTS = Path(__file__).parent / "results" / "https.json"
 GI_BLEED = {"domain": "condition", "concept_ids": [192671], "include_descendants": True}
 STEPS = 15
@@ -35,8 +37,7 @@ def step_median_s(profile: Path, analysis: str, params: dict[str, object]) -> fl
 
 
 def main() -> None:
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
+    quiet_logs()
     from executors.process import SiteProcess, free_port
     from executors.transport import HttpsSiteTransport
     from flows import prefect_api

@@ -34,6 +34,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from quiet import quiet_logs
+
 RESULTS = Path(__file__).parent / "results" / "pull.json"
 GI_BLEED = {"domain": "condition", "concept_ids": [192671], "include_descendants": True}
 ROUND_TRIPS = 200
@@ -98,8 +100,7 @@ def wait_until(ready: Callable[[], object], what: str, timeout: float = 180.0) -
 
 
 def main() -> None:
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
+    quiet_logs()
     from executors.process import SiteProcess, free_port
     from executors.pull.setup import prepare_pull
     from flows import connect, prefect_api, run_analysis

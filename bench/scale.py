@@ -56,6 +56,7 @@ from typing import Any
 
 import numpy as np
 import psutil
+from quiet import quiet_logs
 
 RESULTS = Path(__file__).parent / "results" / "scale.json"
 GI_BLEED = {"domain": "condition", "concept_ids": [192671], "include_descendants": True}
@@ -372,11 +373,8 @@ def summarize(points: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main() -> None:
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
+    quiet_logs()
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     parser = argparse.ArgumentParser(description="Orchestration overhead against site count.")
     parser.add_argument("--sites", type=int, nargs="*", default=[3, 10, 30, 100])
     parser.add_argument("--https", type=int, nargs="*", default=[3, 10, 30])
