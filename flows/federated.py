@@ -437,7 +437,10 @@ def _federated_step(
             "rows": frame.height,
         },
     )
-    _publish_result(name, str(request.analysis), request.request_id, frame, ordered, result_digest)
+    if round_no is None:  # a fit's rounds are sufficient statistics: the fit publishes its own
+        _publish_result(
+            name, str(request.analysis), request.request_id, frame, ordered, result_digest
+        )
     return FederatedResult(
         analysis=request.analysis,
         request_id=request.request_id,

@@ -14,9 +14,9 @@ From Python::
 
 The fit is one Prefect flow run (``glm``) whose rounds are one task run each
 (:func:`flows.fitting.federated_round`: the sites' gates, runs and releases in threads of that
-task, audited and receipted as any federated step). The rounds carry a fit id, under which
-the sites' workers keep each partition's design matrix between rounds
-(:class:`executors.cluster.PreparedCache`).
+task, audited and receipted as any federated step). The rounds carry a fit id, with which
+the sites keep each partition's design matrix for the rounds of the fit and for later fits of
+the same model (:class:`executors.cluster.PreparedCache`).
 A site that refuses or fails in round 1 is not asked again. A site that stops contributing in a
 later round k is dropped for the rest of the fit when the error strategy allows it (``retry``,
 after its retries, or ``ignore``; :class:`~flows.strategy.StepPolicy`): the fit goes on over

@@ -13,9 +13,10 @@ Only the coefficients change from round to round, so the analysis splits a round
 (the site's prepared-partition protocol, :class:`executors.cluster.PreparedAnalysis`):
 :meth:`GlmRound.prepare` reads and derives the analysis table and builds the design matrix
 (:class:`Design`), and :meth:`GlmRound.local_prepared` computes the round's statistics from
-it. When the fitting flow names its fit (``fit_id``), the site's workers keep each
-partition's design for the rounds of that fit, keyed by :meth:`GlmRound.prepared_key` (the
-fit and everything but ``beta``) and the dataset's snapshot; ``local`` is the two in a row.
+it. When the fitting flow names its fit (``fit_id``), the site keeps each partition's
+design, keyed by :meth:`GlmRound.prepared_key` (everything but the fit id and ``beta``) and
+the dataset's snapshot, for the rounds of that fit and for later fits of the same model on
+the same data; ``local`` is the two in a row.
 
 A formula is researcher input evaluated at the site, so it is checked before anything runs:
 only the analysis table's columns, numbers, arithmetic and a short list of functions
@@ -81,8 +82,8 @@ class GlmRoundParams(Params):
     beta: list[float] | None = None
     """The coefficients of this round, in ``columns`` order; None in the first round."""
     fit_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
-    """The fit this round belongs to (set by the fitting flow): a site may keep the fit's
-    design matrices between its rounds. None: nothing is kept."""
+    """The fit this round belongs to (set by the fitting flow): a site may keep the design
+    matrices for the fit's rounds (and later fits of the same model). None: nothing is kept."""
 
     @model_validator(mode="after")
     def _checked(self) -> GlmRoundParams:
@@ -139,10 +140,11 @@ class GlmRound(Analysis[GlmRoundParams]):
         return self.local_prepared(self.prepare(tables, params), params)
 
     def prepared_key(self, params: GlmRoundParams) -> str | None:
-        """What a partition's :class:`Design` depends on: the fit and every parameter but beta."""
+        """What a partition's :class:`Design` depends on: every parameter but the fit id and
+        beta, so a later fit of the same model reuses the design (None without a fit id)."""
         if params.fit_id is None:
             return None
-        return digest_json(params.model_dump(mode="json", exclude={"beta"}))
+        return digest_json(params.model_dump(mode="json", exclude={"beta", "fit_id"}))
 
     def prepare(self, tables: Mapping[str, pa.Table], params: GlmRoundParams) -> Design:
         """The partition's design matrix, outcome, offset and prior weights, checked."""

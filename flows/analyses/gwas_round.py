@@ -19,10 +19,10 @@ is the pooled fit. Persons with a missing call are left out of that variant's mo
   :func:`encode_betas`). A linear model needs a single round: its weights do not depend on the
   coefficients.
 
-A site whose workers keep prepared partitions (``executors.cluster.PreparedAnalysis``) reads
-and densifies its genotypes once per GWAS (named by ``fit_id``), not once per round:
+A site that keeps prepared partitions (``executors.cluster.PreparedAnalysis``) reads and
+densifies its genotypes once per model (a GWAS with a ``fit_id``), not once per round:
 :meth:`GwasRound.prepare` builds the partition's covariate design and its persons-by-variants
-int8 dosage matrix, keyed by the fit and the model, and :meth:`GwasRound.local_prepared` does a
+int8 dosage matrix, keyed by the model and mode, and :meth:`GwasRound.local_prepared` does a
 round's arithmetic on it.
 
 The arithmetic is vectorised over variants (chunks of :data:`CHUNK` variants at a time: the
@@ -173,7 +173,7 @@ class GwasRound(Analysis[GwasRoundParams]):
     # -- a partition prepared once and used every round (executors.cluster.PreparedAnalysis) --
 
     def prepared_key(self, params: GwasRoundParams) -> str | None:
-        """What :meth:`prepare` depends on: the fit, model and mode, not the batch or
+        """What :meth:`prepare` depends on: the model and mode, not the fit id, batch or
         coefficients (None without a ``fit_id``: nothing is kept)."""
         if params.fit_id is None:
             return None
@@ -222,7 +222,7 @@ class GwasRound(Analysis[GwasRoundParams]):
         return partial
 
 
-_PREPARED_BY = {"formula", "family", "data", "columns", "mode", "fit_id"}
+_PREPARED_BY = {"formula", "family", "data", "columns", "mode"}
 
 
 @dataclass(frozen=True)

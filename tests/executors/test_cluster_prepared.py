@@ -1,4 +1,5 @@
-"""Prepared partitions: a fit's design is kept by the site's workers, keyed and evicted."""
+"""Prepared partitions: a fit's design is kept, keyed and evicted, by the node (in-process
+workers) or by the site's worker processes."""
 
 from __future__ import annotations
 
@@ -55,9 +56,13 @@ def _direct(table: pa.Table, beta: list[float] | None) -> np.ndarray:
     return regression.matrices(analysis.local({"analysis": table}, _params(None, beta)))[0]
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Any:
-    site = SiteCluster(DaskConfig(partitions=3), name="prepared", prepared_ttl=1.0)
+@pytest.fixture(scope="module", params=["in-process", "processes"])
+def cluster(request: pytest.FixtureRequest) -> Any:
+    processes = request.param == "processes"
+    config = DaskConfig(partitions=3, processes=processes, threads_per_worker=1)
+    site = SiteCluster(config, name="prepared", prepared_ttl=1.0)
+    # In-process workers share the node's memory: the node keeps the partitions itself.
+    assert ("node" in site.prepared_stats()) is not processes
     yield site
     site.close()
 
@@ -67,7 +72,7 @@ def _totals(cluster: SiteCluster) -> dict[str, int]:
     return {k: sum(s[k] for s in stats) for k in ("entries", "hits", "misses")}
 
 
-def test_rounds_of_a_fit_reuse_the_design_and_equal_the_direct_statistics(
+def test_rounds_and_later_fits_reuse_the_design_and_equal_the_direct_statistics(
     cluster: SiteCluster, tmp_path: Path
 ) -> None:
     table = _table(1)
@@ -90,6 +95,12 @@ def test_rounds_of_a_fit_reuse_the_design_and_equal_the_direct_statistics(
     params = _params(None, beta)
     cluster.run(analysis, params, dataset, analysis.tables(params))
     assert _totals(cluster)["misses"] == after["misses"]
+    # A later fit of the same model on the same data starts from the kept design.
+    params = _params(uuid.uuid4().hex, None)
+    partial = cluster.run(analysis, params, dataset, analysis.tables(params))
+    np.testing.assert_allclose(regression.matrices(partial)[0], _direct(table, None), rtol=1e-12)
+    assert _totals(cluster)["misses"] == after["misses"]
+    assert _totals(cluster)["hits"] == after["hits"] + 3
 
 
 def test_a_changed_dataset_does_not_reuse_the_design_and_idle_ones_are_evicted(
