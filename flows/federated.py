@@ -32,6 +32,7 @@ from flows.errors import QuorumNotMet
 from flows.events import emit_governance
 from flows.federation import FederationSession, connect, open_session
 from flows.outcomes import FederatedResult, SiteOutcome, SiteStatus
+from flows.publishing import table_artifact
 from flows.resume import CheckpointStore, Saved, cached_pieces, resumed_releases
 from flows.server import ad_hoc_runs
 from flows.strategy import ErrorStrategy, StepPolicy, stop_on_failure
@@ -535,12 +536,12 @@ def _publish_outcomes(
     min_sites: int,
 ) -> None:
     """The per-site outcome and airlock-decision artifacts, and the governance events."""
-    create_table_artifact(
+    table_artifact(
         key=f"{_slug(name)}-sites",
         table=[o.row() for o in outcomes],
         description=f"per-site outcomes of request {request_id}",
     )
-    create_table_artifact(
+    table_artifact(
         key=f"{_slug(name)}-airlock",
         table=[_decision_row(o, gate.get(o.site)) for o in outcomes],
         description=f"pre-gate and airlock decisions of request {request_id}",

@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fedflow.core import regression
 from fedflow.core.regression import Family
+from flows import publishing
 from flows.analyses.glm_round import GlmRoundParams, design_columns
 from flows.errors import FlowError
 from flows.federation import FederationSession, open_session
@@ -168,7 +169,8 @@ def glm_flow(
     policy = policy or StepPolicy(min_sites=min_sites)
     sites = FitSites(policy, GlmDidNotFit)
     request_ids: list[str] = []
-    with open_session(federation) as session:
+    # The rounds' outcome artifacts go to the Prefect API while the next round runs.
+    with open_session(federation) as session, publishing.deferred():
         for round_no in range(1, max_rounds + 1):
             step = federated_round(
                 session,

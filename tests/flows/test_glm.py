@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -131,6 +132,31 @@ def test_a_refusing_site_is_left_out_of_every_round(make_federation, eunomia, pr
     assert fit.sites["site"].to_list() == ["site-0", "site-1"]
     oracle, _ = pooled_fit(pool([parts["site-0"], parts["site-1"]]), family, formula, extra)
     np.testing.assert_allclose(fit.coefficients["estimate"], oracle.params, rtol=0, atol=1e-8)
+    # Every round's outcome table reached the Prefect API (published in the background while
+    # the next round ran): the refusal in round 1, then the two sites asked; a round's
+    # statistics are not published.
+    published = _artifacts_by_request(["glm-round-sites", "glm-round-result"])
+    for round_no, request_id in enumerate(fit.request_ids, start=1):
+        (sites_table,) = published[request_id]
+        assert sites_table.key == "glm-round-sites"
+        rows = {row["site"]: row["outcome"] for row in json.loads(str(sites_table.data))}
+        expected = {"site-0": "released", "site-1": "released"}
+        assert rows == expected | ({"site-2": "refused"} if round_no == 1 else {})
+
+
+def _artifacts_by_request(keys: list[str]) -> dict[str, list[Any]]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys))
+        )
+    found: dict[str, list[Any]] = {}
+    for artifact in artifacts:
+        request_id = (artifact.description or "").rsplit(" ", 1)[-1]
+        found.setdefault(request_id, []).append(artifact)
+    return found
 
 
 def test_a_singular_design_stops_with_a_reason(make_federation, prefect_server):
