@@ -512,7 +512,7 @@ def _prepare(
     shared_tables: Mapping[str, Sequence[str]],
     persons: PersonRange | None,
 ) -> Any:
-    """The partition prepared, for the node to keep (in-process workers)."""
+    """The partition read and prepared, on a worker: kept there, or by the node (in-process)."""
     shared = _read_shared(url, name, shared_tables)
     return analysis.prepare(_read_partition(url, name, tables, persons, shared), params)
 
