@@ -1,10 +1,10 @@
 """A GLM over 32 simulated sites survives sites that fail, and a resumed run asks only those.
 
 Faults are injected by a transport that wraps each site's real in-process transport
-(:class:`FaultyTransport`): three sites are down, one is slower than the step's timeout, one
-crashes from the fit's second round on, and one returns a payload that does not match its
-signed receipt. Every site's calls are counted, so the resumed run can be held to asking only
-what failed.
+(:class:`tests.transports.FaultyTransport`): three sites are down, one is slower than the
+step's timeout, one crashes from the fit's second round on, and one returns a payload that does
+not match its signed receipt. Every site's calls are counted, so the resumed run can be held to
+asking only what failed.
 """
 
 from __future__ import annotations
@@ -26,9 +26,8 @@ import statsmodels.api as sm
 from formulaic import model_matrix
 from pydantic import ValidationError
 
-from executors import SiteTransport, SiteUnavailable
+from executors import SiteUnavailable
 from fedflow.core import InvalidRequest
-from fedflow.core.messages import Decision, JobStatus, Release, Request, SiteInfo
 from flows import FederationSession, SiteStatus, connect
 from flows.analyses.glm_round import GlmRound, used_columns
 from flows.analyses.glm_table import derive
@@ -45,8 +44,8 @@ from flows.strategy import (
     classify,
     with_deadline,
 )
-from governance.checkpoints import Checkpoint
 from governance.errors import ReceiptInvalid
+from tests.transports import wrap
 
 pytestmark = pytest.mark.integration
 
@@ -63,55 +62,6 @@ DATA: dict[str, Any] = {
 GLM_TABLES = ("person", "condition_occurrence", "drug_exposure", "observation_period")
 FORMULA = "age ~ gender + celecoxib + gi_bleed"
 POLICY = StepPolicy(max_retries=1, backoff=0.05, timeout=TIMEOUT, min_sites=20)
-
-
-class FaultyTransport(SiteTransport):
-    """A site's real transport, counting its calls and failing as ``fault`` says."""
-
-    def __init__(self, inner: SiteTransport, fault: str | None = None) -> None:
-        self.inner, self.fault = inner, fault
-        self.site, self.receipt_key = inner.site, inner.receipt_key
-        self.calls: Counter[str] = Counter()
-        self.first_round_checks = 0
-
-    def _enter(self, call: str) -> None:
-        self.calls[call] += 1
-        if self.fault == "down":
-            raise SiteUnavailable("cannot reach the site (ConnectError)", site=self.site)
-
-    def info(self) -> SiteInfo:
-        self._enter("info")
-        return self.inner.info()
-
-    def checkpoint(self, nonce: str | None = None) -> Checkpoint:
-        self._enter("checkpoint")
-        return self.inner.checkpoint(nonce)
-
-    def check(self, request: Request) -> Decision:
-        self._enter("check")
-        self.first_round_checks += request.params.get("beta") is None
-        if self.fault == "slow":
-            time.sleep(SLOW_SECONDS)
-        return self.inner.check(request)
-
-    def submit(self, request: Request) -> str:
-        self._enter("submit")
-        if self.fault == "crash" and request.params.get("beta") is not None:
-            raise SiteUnavailable("the connection was reset: the site crashed", site=self.site)
-        return self.inner.submit(request)
-
-    def wait(self, job_id: str, timeout: float) -> JobStatus:
-        self._enter("wait")
-        return self.inner.wait(job_id, timeout)
-
-    def release(self, job_id: str) -> Release:
-        self._enter("release")
-        release = self.inner.release(job_id)
-        if self.fault == "corrupt" and release.partial is not None:
-            flipped = bytearray(release.partial)
-            flipped[len(flipped) // 2] ^= 0xFF
-            return release.model_copy(update={"partial": bytes(flipped)})
-        return release
 
 
 @dataclass
@@ -152,15 +102,6 @@ def federation(
             yield Faulty(built.profile, built.parts, root / "orchestrator", session)
 
 
-def wrap(session: Any, faults: Mapping[str, str]) -> dict[str, FaultyTransport]:
-    """Wrap every transport of an open session (faults by site); return the wrappers."""
-    wrapped = {}
-    for name, transport in list(session.transports.items()):
-        inner = transport.inner if isinstance(transport, FaultyTransport) else transport
-        wrapped[name] = session.transports[name] = FaultyTransport(inner, faults.get(name))
-    return wrapped
-
-
 def pooled_fit(tables: Mapping[str, pa.Table]) -> Any:
     """statsmodels' Gaussian GLM on the pooled analysis table of these sites (the oracle)."""
     params = GlmRound().parse_params({"formula": FORMULA, "family": "gaussian", "data": DATA})
@@ -180,7 +121,7 @@ def test_a_glm_over_32_sites_survives_failures_and_resumes_only_what_failed(
         CORRUPT: "corrupt",
     }
     session = federation.session
-    calls = wrap(session, faults)
+    calls = wrap(session, faults, SLOW_SECONDS)
     fit = fit_glm(FORMULA, "gaussian", data=DATA, federation=session, policy=POLICY)
     by_site = {o.site: o for o in fit.outcomes}
     assert sorted(by_site) == sorted(federation.parts)  # every site is named

@@ -3,72 +3,26 @@
 from __future__ import annotations
 
 import sqlite3
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from executors import SiteTransport, SiteUnavailable
 from fedflow.core.analysis import AnalysisRef
-from fedflow.core.messages import Decision, JobStatus, Release, Request, SiteInfo
+from fedflow.core.messages import Release
 from flows import SiteStatus, connect
 from flows.demo import ALL, DemoSite, compare_with_pooled, pool, pooled_answer
 from flows.federated import CHECKPOINTS, run_analysis
 from flows.resume import CheckpointStore
 from flows.strategy import StepPolicy
 from governance.audit import AuditLog
-from governance.checkpoints import Checkpoint
+from tests.transports import wrap
 
 GI_BLEED = {"domain": "condition", "concept_ids": [192671], "include_descendants": True}
 SITES = [
     DemoSite(f"site-{c}", "EU", share, 5, ALL)
     for c, share in zip("abc", (0.5, 0.3, 0.2), strict=True)
 ]
-
-
-class CountingTransport(SiteTransport):
-    """A site's real transport that counts its calls, and is down when told."""
-
-    def __init__(self, inner: SiteTransport, down: bool = False) -> None:
-        self.inner, self.down, self.calls = inner, down, Counter[str]()
-        self.site, self.receipt_key = inner.site, inner.receipt_key
-
-    def _enter(self, call: str) -> None:
-        self.calls[call] += 1
-        if self.down:
-            raise SiteUnavailable("cannot reach the site (ConnectError)", site=self.site)
-
-    def info(self) -> SiteInfo:
-        self._enter("info")
-        return self.inner.info()
-
-    def checkpoint(self, nonce: str | None = None) -> Checkpoint:
-        self._enter("checkpoint")
-        return self.inner.checkpoint(nonce)
-
-    def check(self, request: Request) -> Decision:
-        self._enter("check")
-        return self.inner.check(request)
-
-    def submit(self, request: Request) -> str:
-        self._enter("submit")
-        return self.inner.submit(request)
-
-    def wait(self, job_id: str, timeout: float) -> JobStatus:
-        self._enter("wait")
-        return self.inner.wait(job_id, timeout)
-
-    def release(self, job_id: str) -> Release:
-        self._enter("release")
-        return self.inner.release(job_id)
-
-
-def counted(session: Any, down: str | None = None) -> dict[str, CountingTransport]:
-    for name, transport in list(session.transports.items()):
-        inner = transport.inner if isinstance(transport, CountingTransport) else transport
-        session.transports[name] = CountingTransport(inner, down=name == down)
-    return dict(session.transports)
 
 
 def test_a_step_key_changes_with_everything_that_determines_the_answer() -> None:
@@ -108,14 +62,14 @@ def test_resume_reuses_verified_releases_and_asks_the_failed_and_the_tampered(
     profile, parts = make_federation(SITES)
     fast = StepPolicy(max_retries=0, timeout=60)
     with connect(profile) as session:
-        counted(session, down="site-c")
+        wrap(session, {"site-c": "down"})
         first = run_analysis(
             "cohort_count", GI_BLEED, federation=session, secure=False, policy=fast
         )
         assert first.sites_contributing == ["site-a", "site-b"]
         # Someone edits site-a's kept release: resume must not take it.
         _tamper(Path(profile).parent / "orchestrator" / CHECKPOINTS, "site-a")
-        calls = counted(session)
+        calls = wrap(session)
         again = run_analysis(
             "cohort_count", GI_BLEED, federation=session, secure=False, policy=fast, resume=True
         )
@@ -127,7 +81,7 @@ def test_resume_reuses_verified_releases_and_asks_the_failed_and_the_tampered(
         pooled = pooled_answer("cohort_count", GI_BLEED, pool(list(parts.values())))
         assert compare_with_pooled(again.result, pooled)["different"] == []
         # resume is opt-in: without it every site is asked
-        calls = counted(session)
+        calls = wrap(session)
         run_analysis("cohort_count", GI_BLEED, federation=session, secure=False, policy=fast)
         assert all(t.calls["submit"] == 1 for t in calls.values())
     with AuditLog(Path(profile).parent / "orchestrator" / "audit.db", site="o") as audit:
