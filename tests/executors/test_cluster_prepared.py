@@ -17,7 +17,7 @@ from executors.cluster import SiteCluster
 from executors.config import DaskConfig
 from executors.importer import write_dataset
 from executors.storage import open_location
-from fedflow.core import regression
+from fedflow.core import InvalidRequest, regression
 from fedflow.core.registry import default_registry
 from flows.analyses.glm_round import design_columns
 
@@ -39,10 +39,12 @@ def _write(root: Path, table: pa.Table) -> Dataset:
     return Dataset("sim", open_location(str(root)))
 
 
-def _params(fit_id: str | None, beta: list[float] | None = None) -> Any:
+def _params(
+    fit_id: str | None, beta: list[float] | None = None, formula: str = "y ~ x1 + x2"
+) -> Any:
     analysis = default_registry().get("glm_round")
     raw: dict[str, Any] = {
-        "formula": "y ~ x1 + x2",
+        "formula": formula,
         "family": "binomial",
         "data": {"table": "analysis", "columns": dict.fromkeys(COLUMNS, "float")},
     }
@@ -125,3 +127,23 @@ def test_a_changed_dataset_does_not_reuse_the_design_and_idle_ones_are_evicted(
     while _totals(cluster)["entries"] and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _totals(cluster)["entries"] == 0
+
+
+def test_a_design_that_cannot_be_built_is_a_clear_error_and_nothing_is_kept(
+    cluster: SiteCluster, tmp_path: Path
+) -> None:
+    # A binomial model of a continuous column: every partition's design is refused.
+    analysis = default_registry().get("glm_round")
+    table = _table(4)
+    dataset = _write(tmp_path / "sim", table)
+    params = _params(uuid.uuid4().hex, formula="x1 ~ x2")
+    before = _totals(cluster)
+    with pytest.raises(InvalidRequest, match="a binomial outcome must be 0 or 1") as raised:
+        cluster.run(analysis, params, dataset, analysis.tables(params))
+    assert f"{table['x1'][0].as_py()}" not in str(raised.value)  # no row value in the message
+    after = _totals(cluster)
+    assert after["entries"] == before["entries"]
+    # The same data under a valid model still runs (the refusal left nothing behind).
+    good = _params(uuid.uuid4().hex, formula="y ~ x1 + x2")
+    partial = cluster.run(analysis, good, dataset, analysis.tables(good))
+    np.testing.assert_allclose(regression.matrices(partial)[0], _direct(table, None), rtol=1e-12)
