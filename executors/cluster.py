@@ -228,8 +228,9 @@ class SiteCluster:
         if self._cluster is not None and not config.processes:
             self._kept = PreparedCache(prepared_ttl, prepared_bytes)
             self._kept.start()
-            threads = config.workers * config.threads_per_worker
-            self._kept_threads = ThreadPoolExecutor(threads, thread_name_prefix=f"{name}-round")
+            self._kept_threads = ThreadPoolExecutor(
+                config.threads, thread_name_prefix=f"{name}-round"
+            )
         else:
             self.client.register_plugin(PreparedCache(prepared_ttl, prepared_bytes))
         log.info("site %s uses Dask scheduler %s", name, self.address)
@@ -344,7 +345,7 @@ class SiteCluster:
         """A prepared analysis with in-process workers: the workers prepare the partitions the
         node does not hold yet, the node keeps them and computes the round in its threads."""
         assert self._kept is not None and self._kept_threads is not None
-        count = self.config.partitions or self.config.workers * self.config.threads_per_worker
+        count = self.config.partitions or self.config.threads
         person_tables, shared_tables, ranges, keys = self._prepared_keys(
             analysis, key, dataset, tables, count
         )

@@ -56,6 +56,11 @@ class DaskConfig(_Config):
     partitions: int | None = Field(default=None, ge=1, le=10_000)
     """Person partitions per job; by default two per worker thread."""
 
+    @property
+    def threads(self) -> int:
+        """Worker threads of the LocalCluster this section starts (not of a scheduler's)."""
+        return self.workers * self.threads_per_worker
+
     @model_validator(mode="after")
     def _consistent(self) -> DaskConfig:
         if self.scheduler_address and self.processes:
