@@ -13,15 +13,22 @@ the sums equal the pooled sums, the fit is the pooled Breslow fit on the gridded
                   federation=federation)
     fit.coefficients   # term, estimate, std_error, z, p_value, ci_low, ci_high, hazard_ratio, ...
 
-As with the GLM, the set of contributing sites may not change during a fit
-(:class:`CoxDidNotFit` is raised, naming the round).
+As with the GLM (:mod:`flows.glm`), the fit is one Prefect flow run (``cox``) whose rounds are
+one task run each (:func:`flows.fitting.federated_round`), and a site that refuses or fails in
+round 1 is not asked again. A site that stops contributing in a later round is dropped when the
+error strategy allows it (``retry`` after its retries, or ``ignore``;
+:class:`~flows.strategy.StepPolicy`): Newton starts again at β = 0 over the remaining sites, so
+the log-likelihoods it compares and the null log-likelihood it reports are theirs, and the fit
+says so (``CoxFit.dropped``). Under ``terminate`` it stops with :class:`CoxDidNotFit` naming the
+sites. ``resume=True`` reuses the verified releases of an earlier run's rounds
+(:mod:`flows.resume`) and asks only the sites that had not delivered.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +39,13 @@ from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedflow.core import cox
+from flows import publishing
 from flows.analyses.cox_round import CoxRoundParams, design_columns
 from flows.errors import FlowError
-from flows.federated import federated_analysis
 from flows.federation import FederationSession, open_session
-from flows.fitting import check_contributors, in_session, released_rows, wald_columns
+from flows.fitting import FitSites, federated_round, in_session, released_rows, wald_columns
 from flows.outcomes import SiteOutcome
+from flows.strategy import StepPolicy
 
 __all__ = ["CoxDidNotFit", "CoxFit", "CoxOptions", "cox_flow", "newton_step", "run_cox"]
 
@@ -75,6 +83,9 @@ class CoxFit:
     """Per contributing site: persons and events."""
     request_ids: list[str] = field(default_factory=list)
     outcomes: list[SiteOutcome] = field(default_factory=list)
+    """Every site's outcome: in the last round, or in the round that decided it."""
+    dropped: dict[str, int] = field(default_factory=dict)
+    """Sites dropped during the fit, with the round in which they stopped contributing."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready document of the fit."""
@@ -90,6 +101,8 @@ class CoxFit:
             "rounds": self.rounds,
             "sites": self.sites.to_dicts(),
             "request_ids": self.request_ids,
+            "dropped": self.dropped,
+            "outcomes": [o.row() for o in self.outcomes],
         }
 
 
@@ -115,30 +128,50 @@ def cox_flow(
     max_rounds: int = 25,
     tol: float = 1e-10,
     confidence: float = 0.95,
+    policy: StepPolicy | None = None,
+    resume: bool = False,
 ) -> CoxFit:
-    """Fit a Cox model over the sites of ``federation`` (a profile path) by federated Newton."""
+    """Fit a Cox model over the sites of ``federation`` (a profile path) by federated Newton.
+
+    ``policy``: timeout, retries, quorum and error strategy of every round; ``resume``: reuse
+    the verified releases of an earlier run of the same fit (``docs/failures.md``).
+    """
     logger = get_run_logger()
     base = CoxRoundParams.model_validate(params)
     columns = design_columns(base)
     raw = base.model_dump(mode="json") | {"columns": columns}
     beta, center = np.zeros(len(columns)), np.zeros(len(columns))
-    contributors: list[str] | None = None
+    policy = policy or StepPolicy(min_sites=min_sites)
+    sites = FitSites(policy, CoxDidNotFit)
     request_ids: list[str] = []
     best: tuple[float, np.ndarray, np.ndarray] | None = None  # loglik, beta, step there
     loglik_null = math.nan
     halvings = 0
-    with open_session(federation) as session:
+    # The rounds' outcome artifacts go to the Prefect API while the next round runs.
+    with open_session(federation) as session, publishing.deferred():
         for round_no in range(1, max_rounds + 1):
             values = {"beta": beta.tolist(), "center": center.tolist()}
-            step = federated_analysis(ANALYSIS, raw | values, federation, dataset, None, min_sites)
-            request_ids.append(step.request_id)
-            sites = contributors = check_contributors(
-                contributors, step.sites_contributing, round_no, step.request_id, CoxDidNotFit
+            step = federated_round(
+                session,
+                ANALYSIS,
+                raw | values,
+                round_no,
+                dataset,
+                min_sites,
+                policy=policy,
+                skip=sites.skip(),
+                resume=resume,
+                flow_name="cox",
             )
+            request_ids.append(step.request_id)
             partial = step.result.to_arrow()
             if round_no == 1:  # at beta = 0 and no centre, S1 / S0 at time 0 is the mean of x
                 stats = cox.arrays(partial)
                 center = stats["s1"][0] / stats["s0"][0]
+            if not sites.update(step, round_no) and beta.any():
+                # Other sites, another likelihood: start again at zero over the remaining ones.
+                beta, best, halvings = np.zeros(len(columns)), None, 0
+                continue
             loglik, newton, information = newton_step(partial, columns)
             logger.info("round %d: log partial likelihood %.12g", round_no, loglik)
             if best is not None and loglik < best[0] - 1e-12 * abs(best[0]):
@@ -153,13 +186,19 @@ def cox_flow(
             best = (loglik, beta, newton)
             if float(np.max(np.abs(newton))) <= tol * (1 + float(np.max(np.abs(beta)))):
                 fit = _inference(base.formula, columns, beta, information, partial, confidence)
-                fit = _with_sites(
-                    fit, session, step.outcomes, request_ids, round_no, loglik, loglik_null
+                fit = _with_sites(fit, session, step.outcomes, request_ids, round_no, loglik)
+                fit = replace(
+                    fit,
+                    loglik_null=loglik_null,
+                    outcomes=sites.report(list(session.transports)),
+                    dropped=dict(sites.dropped),
                 )
+                dropped = f", {len(fit.dropped)} dropped" if fit.dropped else ""
                 create_table_artifact(
                     key="cox-coefficients",
                     table=fit.coefficients.to_dicts(),
-                    description=f"Cox {base.formula}: {round_no} rounds, {len(sites)} site(s)",
+                    description=f"Cox {base.formula}: {round_no} rounds, "
+                    f"{len(sites.contributors or [])} site(s){dropped}",
                 )
                 return fit
             beta = beta + newton
@@ -176,6 +215,8 @@ def run_cox(
     tol: float = 1e-10,
     confidence: float = 0.95,
     token: str | None = None,
+    policy: StepPolicy | None = None,
+    resume: bool = False,
 ) -> CoxFit:
     """Fit the Cox model ``params`` describes (``cox_round``'s parameters) over a federation."""
     options: dict[str, Any] = {
@@ -184,6 +225,8 @@ def run_cox(
         "max_rounds": max_rounds,
         "tol": tol,
         "confidence": confidence,
+        "policy": policy,
+        "resume": resume,
     }
     return in_session(federation, token, lambda path: cox_flow(dict(params), path, **options))
 
@@ -226,21 +269,17 @@ def _with_sites(
     request_ids: list[str],
     rounds: int,
     loglik: float,
-    loglik_null: float,
 ) -> CoxFit:
     """Per-site counts, read back from the releases of the last round (nothing new leaves)."""
     rows = [
         {"site": site, "n": row["at_risk"][0], "events": sum(row["events"])}
         for site, row in released_rows(session, outcomes)
     ]
-    return CoxFit(
-        **{
-            **fit.__dict__,
-            "loglik": loglik,
-            "loglik_null": loglik_null,
-            "rounds": rounds,
-            "sites": pl.DataFrame(rows),
-            "request_ids": request_ids,
-            "outcomes": outcomes,
-        }
+    return replace(
+        fit,
+        loglik=loglik,
+        rounds=rounds,
+        sites=pl.DataFrame(rows),
+        request_ids=request_ids,
+        outcomes=outcomes,
     )

@@ -36,7 +36,6 @@ from flows.strategy import ErrorStrategy, StepPolicy
 
 __all__ = [
     "FitSites",
-    "check_contributors",
     "federated_round",
     "in_session",
     "released_rows",
@@ -127,7 +126,7 @@ class FitSites:
         if not lost:
             return True
         if self.policy.error_strategy is ErrorStrategy.TERMINATE:
-            check_contributors(self.contributors, sites, round_no, step.request_id, self.error)
+            _check_contributors(self.contributors, sites, round_no, step.request_id, self.error)
         for site in lost:
             self.dropped[site] = round_no
         logger.warning(
@@ -150,7 +149,7 @@ def _why(outcome: SiteOutcome) -> str:
     return f"not asked again: {outcome.status.value} at {outcome.stage}{where}"
 
 
-def check_contributors(
+def _check_contributors(
     previous: list[str] | None,
     sites: list[str],
     round_no: int,

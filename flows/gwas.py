@@ -12,8 +12,15 @@ equal statsmodels' ``GLM`` on the concatenated data, variant by variant.
    these statistics give the **score test** for every variant (``test="score"`` stops here).
 3. ``test="wald"``: Newton rounds over the variants not yet converged, each carrying its own
    coefficients, until every step is below ``tol`` (a linear model is exact after step 2); a
-   round is one federated step per ``wald_batch`` variants (Prefect caps a flow run's
-   parameters at 512 KiB), cheap at sites that keep their prepared partitions.
+   round is one federated step per ``wald_batch`` variants (a bounded request to each site),
+   cheap at sites that keep their prepared partitions.
+
+The GWAS is one Prefect flow run (``gwas``) whose rounds are one task run each
+(:func:`flows.fitting.federated_round`), with the policy's timeout, retries and quorum in every
+round. A site that refuses or fails in round 1 is not asked again. Every later round needs the
+same sites (the variants are tested against their null model): a site lost after round 1 stops
+the GWAS with :class:`GwasDidNotFit` naming it. ``resume=True`` reuses the verified releases of
+an earlier run's rounds (:mod:`flows.resume`) and asks only the sites that had not delivered.
 
 From Python::
 
@@ -44,13 +51,14 @@ from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedflow.core import gwas
+from flows import publishing
 from flows.analyses.glm_round import GlmRoundParams, design_columns
 from flows.analyses.gwas_round import DOSAGE, encode_betas
 from flows.errors import FlowError
-from flows.federated import federated_analysis
 from flows.federation import FederationSession, open_session
-from flows.fitting import check_contributors, in_session, wald_columns
+from flows.fitting import FitSites, federated_round, in_session, wald_columns
 from flows.outcomes import SiteOutcome
+from flows.strategy import ErrorStrategy, StepPolicy
 
 __all__ = [
     "CHI2_MEDIAN",
@@ -65,7 +73,7 @@ __all__ = [
 ANALYSIS = "gwas_round"
 WALD_BATCH = 5000
 """Variants per Wald step after the first: each carries its key and coefficients in the
-request, and Prefect refuses flow-run parameters over 512 KiB (about 70 bytes a variant)."""
+request (about 70 bytes a variant), which stays well under a site service's body limit."""
 CHI2_MEDIAN = 0.454936423119572
 """The median of a chi-squared distribution with one degree of freedom (lambda's divisor)."""
 
@@ -143,8 +151,14 @@ def gwas_flow(
     max_rounds: int = 25,
     tol: float = 1e-10,
     wald_batch: int = WALD_BATCH,
+    policy: StepPolicy | None = None,
+    resume: bool = False,
 ) -> GwasResult:
-    """Run a GWAS over the sites of ``federation`` (a profile path); see the module docstring."""
+    """Run a GWAS over the sites of ``federation`` (a profile path); see the module docstring.
+
+    ``policy``: timeout, retries and quorum of every round; ``resume``: reuse the verified
+    releases of an earlier run of the same GWAS (``docs/failures.md``).
+    """
     logger = get_run_logger()
     glm = GlmRoundParams.model_validate({"formula": formula, "family": family, "data": data or {}})
     columns = design_columns(glm)
@@ -155,8 +169,9 @@ def gwas_flow(
         "columns": columns,
         "fit_id": uuid.uuid4().hex,  # the sites keep each partition's dosages for this GWAS
     }
-    fit = _Fit(federation, dataset, min_sites)
-    with open_session(federation):
+    # The rounds' outcome artifacts go to the Prefect API while the next round runs.
+    with open_session(federation) as session, publishing.deferred():
+        fit = _Fit(session, dataset, policy or StepPolicy(min_sites=min_sites), resume)
         beta_null, null_stats = _null_model(fit, base, family, max_rounds, tol)
         region = {"referenceName": referenceName, "start": start, "end": end}
         first = fit.step(base | {"mode": "variants", "beta": beta_null.tolist()} | region)
@@ -234,6 +249,8 @@ def fit_gwas(
     tol: float = 1e-10,
     wald_batch: int = 5000,
     token: str | None = None,
+    policy: StepPolicy | None = None,
+    resume: bool = False,
 ) -> GwasResult:
     """Run a federated GWAS of ``formula`` (phenotype ~ covariates); see the module docstring."""
     options: dict[str, Any] = {
@@ -247,36 +264,47 @@ def fit_gwas(
         "max_rounds": max_rounds,
         "tol": tol,
         "wald_batch": wald_batch,
+        "policy": policy,
+        "resume": resume,
     }
     return in_session(federation, token, lambda path: gwas_flow(formula, family, path, **options))
 
 
 class _Fit:
-    """Federated steps of one GWAS: the same sites must contribute to every round."""
+    """The rounds of one GWAS: every round after the first needs the same sites."""
 
-    def __init__(self, federation: str, dataset: str | None, min_sites: int) -> None:
-        self.federation, self.dataset, self.min_sites = federation, dataset, min_sites
-        self.contributors: list[str] | None = None
+    def __init__(
+        self, session: FederationSession, dataset: str | None, policy: StepPolicy, resume: bool
+    ) -> None:
+        self.session, self.dataset, self.policy, self.resume = session, dataset, policy, resume
+        # A site lost after round 1 stops the GWAS, whatever the error strategy.
+        self.sites = FitSites(
+            policy.model_copy(update={"error_strategy": ErrorStrategy.TERMINATE}), GwasDidNotFit
+        )
         self.request_ids: list[str] = []
         self.outcomes: list[SiteOutcome] = []
         self.rounds = 0
 
     def step(self, raw: dict[str, Any]) -> pa.Table:
         """One federated round; its merged partial (the model named again in the schema)."""
-        result = federated_analysis(
-            ANALYSIS, raw, self.federation, self.dataset, None, self.min_sites
-        )
         self.rounds += 1
-        self.request_ids.append(result.request_id)
-        self.contributors = check_contributors(
-            self.contributors,
-            result.sites_contributing,
+        result = federated_round(
+            self.session,
+            ANALYSIS,
+            raw,
             self.rounds,
-            result.request_id,
-            GwasDidNotFit,
+            self.dataset,
+            self.policy.min_sites,
+            policy=self.policy,
+            skip=self.sites.skip(),
+            resume=self.resume,
+            flow_name="gwas",
         )
+        self.request_ids.append(result.request_id)
+        self.sites.update(result, self.rounds)
         if raw["mode"] == "variants" and not self.outcomes:
-            self.outcomes = result.outcomes  # the first round over the variants: what was withheld
+            # The first round over the variants: what each site withheld (or why it is out).
+            self.outcomes = self.sites.report(list(self.session.transports))
         design = [*raw["columns"], DOSAGE] if raw["mode"] == "variants" else raw["columns"]
         schema = gwas.schema(raw["family"], design)
         return result.result.to_arrow().select(schema.names).cast(schema)

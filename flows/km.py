@@ -29,6 +29,7 @@ from flows.analyses.km import logrank
 from flows.federated import run_analysis
 from flows.federation import FederationSession
 from flows.outcomes import FederatedResult
+from flows.strategy import StepPolicy
 
 __all__ = ["KmResult", "plot_km", "run_km"]
 
@@ -58,8 +59,13 @@ def run_km(
     dataset: str | None = None,
     min_sites: int = 1,
     token: str | None = None,
+    policy: StepPolicy | None = None,
+    resume: bool = False,
 ) -> KmResult:
-    """Run ``kaplan_meier`` over a federation and test the groups with the log-rank test."""
+    """Run ``kaplan_meier`` over a federation and test the groups with the log-rank test.
+
+    ``policy`` and ``resume`` as for any step (:func:`flows.federated.run_analysis`).
+    """
     step = run_analysis(
         "kaplan_meier",
         params,
@@ -67,6 +73,8 @@ def run_km(
         dataset=dataset,
         min_sites=min_sites,
         token=token,
+        policy=policy,
+        resume=resume,
     )
     counts = step.result.select("group", "interval", "events", "censored").to_arrow()
     counts = counts.cast(survival.SCHEMA)

@@ -5,7 +5,7 @@ Faults (``fault``):
 - ``"down"``: every call fails as an unreachable site does;
 - ``"slow"``: the pre-gate (``check``) answers after ``slow_seconds``;
 - ``"crash"``: ``submit`` fails as a reset connection from a fit's second round on (a request
-  with coefficients);
+  with coefficients not all zero: a GLM starts without them, a Cox fit at zero);
 - ``"corrupt"``: a release's payload has one byte flipped, so it no longer matches its receipt.
 """
 
@@ -49,14 +49,14 @@ class FaultyTransport(SiteTransport):
 
     def check(self, request: Request) -> Decision:
         self._enter("check")
-        self.first_round_checks += request.params.get("beta") is None
+        self.first_round_checks += not any(request.params.get("beta") or ())
         if self.fault == "slow":
             time.sleep(self.slow_seconds)
         return self.inner.check(request)
 
     def submit(self, request: Request) -> str:
         self._enter("submit")
-        if self.fault == "crash" and request.params.get("beta") is not None:
+        if self.fault == "crash" and any(request.params.get("beta") or ()):
             raise SiteUnavailable("the connection was reset: the site crashed", site=self.site)
         return self.inner.submit(request)
 

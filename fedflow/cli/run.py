@@ -11,8 +11,8 @@ curves); ``fedflow run cox`` fits a Cox model by federated Newton (:mod:`flows.c
 writes the whole per-variant table as TSV).
 
 ``--error-strategy``, ``--max-retries``, ``--timeout``, ``--min-sites``, ``--min-fraction``
-and ``--resume`` say what a single step or ``glm`` does when sites fail, and reuse an earlier
-run's verified releases (``docs/failures.md``).
+and ``--resume`` say what a step or a fit (``glm``, ``km``, ``cox``, ``gwas``) does when sites
+fail, and reuse an earlier run's verified releases (``docs/failures.md``).
 """
 
 from __future__ import annotations
@@ -107,7 +107,8 @@ def run(
         ErrorStrategy,
         typer.Option(
             help="What to do with a failing site: retry (transient failures, then go on "
-            "without it), ignore (go on without it), terminate (stop). Steps and glm."
+            "without it), ignore (go on without it), terminate (stop). A GWAS stops when "
+            "a site is lost after its first round."
         ),
     ] = ErrorStrategy.RETRY,
     max_retries: Annotated[
@@ -170,6 +171,8 @@ def run(
                     dataset=dataset,
                     min_sites=min_sites,
                     token=token,
+                    policy=policy,
+                    resume=resume,
                     **cox_options.model_dump(),
                 )
                 _show_cox(console, cox_fit, output)
@@ -183,13 +186,21 @@ def run(
                     dataset=dataset,
                     min_sites=min_sites,
                     token=token,
+                    policy=policy,
+                    resume=resume,
                     **gwas_options.model_dump(exclude={"formula", "family"}),
                 )
                 _show_gwas(console, gwas, output, plot, qq_plot, results)
                 return
             if analysis == "km":
                 km = run_km(
-                    parsed, federation=federation, dataset=dataset, min_sites=min_sites, token=token
+                    parsed,
+                    federation=federation,
+                    dataset=dataset,
+                    min_sites=min_sites,
+                    token=token,
+                    policy=policy,
+                    resume=resume,
                 )
                 if plot is not None:
                     km.plot(plot)

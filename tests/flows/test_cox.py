@@ -8,6 +8,7 @@ step are checked against lifelines.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,10 @@ from flows.analyses.glm_table import derive
 from flows.analyses.km import gridded_persons
 from flows.cox import CoxFit, newton_step, run_cox
 from flows.demo import ALL, DemoSite, build_demo, pool, split_by_person
+from flows.errors import FlowError
+from flows.strategy import ErrorStrategy, StepPolicy
 from governance.airlock import Outcome, check
+from tests.transports import wrap
 
 pytestmark = pytest.mark.integration
 
@@ -113,12 +117,68 @@ def test_federated_cox_equals_pooled_breslow(fit: CoxFit, federation: Federation
     assert fit.loglik > fit.loglik_null
 
 
-def test_a_site_with_too_few_events_is_refused_every_round(fit: CoxFit) -> None:
+def test_a_site_with_too_few_events_is_refused_and_not_asked_again(fit: CoxFit) -> None:
     strict = next(o for o in fit.outcomes if o.site == "strict")
     assert strict.status is SiteStatus.REFUSED
     reasons = " ".join(strict.reasons)
     assert "events is below the threshold of 100" in reasons, reasons
     assert "strict" not in fit.sites["site"].to_list()
+    assert strict.round == 1 and fit.rounds > 1 and not fit.dropped
+
+
+def _pooled_breslow(federation: Federation, sites: list[str], columns: list[str]) -> Any:
+    """statsmodels' Breslow fit of these sites' pooled gridded cohort (the oracle)."""
+    params = CoxRound().parse_params(PARAMS | {"columns": columns})
+    frame, x = _cohort(pool([federation[1][s] for s in sites]), params)
+    return PHReg(
+        frame["interval"].to_numpy(float), x, status=frame["event"].to_numpy(int), ties="breslow"
+    )
+
+
+def test_a_site_lost_mid_fit_is_dropped_or_stops_the_fit_and_resume_reuses_round_1(
+    fit: CoxFit, federation: Federation
+) -> None:
+    retry_once = StepPolicy(max_retries=1, backoff=0.05)
+    with connect(federation[0]) as session:
+        # site-1 crashes from round 2 on: after its retry it is dropped, Newton starts again
+        # at zero over site-0 and site-2, and the fit is theirs, null log-likelihood included.
+        wrap(session, {"site-1": "crash"})
+        dropped = run_cox(PARAMS, federation=session, policy=retry_once)
+        assert dropped.dropped == {"site-1": 2}
+        crash = next(o for o in dropped.outcomes if o.site == "site-1")
+        assert (crash.status, crash.failure, crash.stage, crash.round, crash.attempts) == (
+            SiteStatus.FAILED,
+            "unavailable",
+            "run",
+            2,
+            2,
+        )
+        assert dropped.sites["site"].to_list() == ["site-0", "site-2"]
+        model = _pooled_breslow(
+            federation, ["site-0", "site-2"], fit.coefficients["term"].to_list()
+        )
+        oracle = model.fit()
+        np.testing.assert_allclose(dropped.coefficients["estimate"], oracle.params, atol=1e-8)
+        np.testing.assert_allclose(dropped.coefficients["std_error"], oracle.bse, atol=1e-6)
+        assert dropped.loglik == pytest.approx(oracle.llf, rel=1e-12)
+        assert dropped.loglik_null == pytest.approx(
+            model.loglike(np.zeros(len(oracle.params))), rel=1e-12
+        )
+        # Told to terminate, the fit stops at the first lost site and names it.
+        wrap(session, {"site-1": "crash"})
+        terminate = StepPolicy(error_strategy=ErrorStrategy.TERMINATE, max_retries=0)
+        with pytest.raises(FlowError, match="site-1"):
+            run_cox(PARAMS, federation=session, policy=terminate)
+        # Resumed with the fault gone: round 1 is reused whole (verified again), and the fit
+        # is the fit of every site that releases.
+        calls = wrap(session)
+        again = run_cox(PARAMS, federation=session, resume=True)
+    assert sum(t.first_round_checks for t in calls.values()) == 0
+    assert not again.dropped and again.rounds == fit.rounds
+    np.testing.assert_allclose(
+        again.coefficients["estimate"], fit.coefficients["estimate"], rtol=0, atol=1e-12
+    )
+    assert calls["strict"].calls["check"] == 0  # its round-1 refusal is reused too
 
 
 def test_newton_on_untied_times_equals_lifelines(eunomia: dict[str, pa.Table]) -> None:
@@ -173,8 +233,6 @@ def test_cli_runs_cox_and_reports_no_convergence(federation: Federation) -> None
 
 
 def _json(value: dict[str, Any]) -> str:
-    import json
-
     return json.dumps(value)
 
 
@@ -236,12 +294,19 @@ def test_partials_of_different_rounds_do_not_merge() -> None:
         cox.merge([one, other])
 
 
-def test_cli_km_draws_the_federated_curves(federation: Federation, tmp_path: Path) -> None:
+def test_cli_km_draws_the_federated_curves_and_resumes(
+    federation: Federation, tmp_path: Path
+) -> None:
     keys = ("entry", "event", "groups", "interval_days", "max_days")
     km = {key: PARAMS[key] for key in keys}
     path = tmp_path / "km.png"
-    result = CliRunner().invoke(
-        app, ["run", "km", "-f", str(federation[0]), "--params", _json(km), "--plot", str(path)]
-    )
+    run = ["run", "km", "-f", str(federation[0]), "--params", _json(km)]
+    result = CliRunner().invoke(app, [*run, "--plot", str(path)])
     assert result.exit_code == 0, result.output
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000
+    # --resume reaches the step: every site's release of that run is reused, none is asked
+    again = CliRunner().invoke(app, [*run, "--resume", "--error-strategy", "terminate"])
+    assert again.exit_code == 0, again.output
+    first, second = (json.loads(r.stdout) for r in (result, again))
+    assert [s["reused"] for s in second["sites"]] == [True] * len(SITES)
+    assert second["result"] == first["result"] and second["logrank"] == first["logrank"]

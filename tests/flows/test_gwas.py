@@ -22,10 +22,12 @@ from flows.analyses.gwas_round import GwasRound
 from flows.beacon import DEMO_GROUPS
 from flows.federation import FederationSession
 from flows.glm import fit_glm
-from flows.gwas import fit_gwas
+from flows.gwas import GwasDidNotFit, fit_gwas
 from flows.gwas_demo import EPACTS_DATA, build_gwas_sites, epacts_parts
 from flows.plots import manhattan_plot, qq_plot
+from flows.strategy import StepPolicy
 from governance.airlock import Outcome, check
+from tests.transports import wrap
 
 pytestmark = pytest.mark.integration
 
@@ -229,3 +231,25 @@ def test_partials_merge_in_any_order_and_withholding_sticks(
     held = gwas.withhold(parts[0], np.array([True, False, False, False, False]))
     merged = gwas.arrays(analysis.merge([held, parts[1], parts[2]]))
     assert merged.withheld.tolist() == [v == gwas.arrays(held).variant[0] for v in merged.variant]
+
+
+def test_a_site_lost_after_the_first_round_stops_the_gwas_naming_it(
+    federation: FederationSession,
+) -> None:
+    """The variants are tested against the null model of every site: one lost in round 2
+    (after its retry, under the default error strategy) stops the GWAS and is named."""
+    lost = NAMES[1]
+    wrap(federation, {lost: "crash"})
+    try:
+        with pytest.raises(GwasDidNotFit, match="contributing sites changed in round 2") as stop:
+            fit_gwas(
+                "case ~ female + pc1 + pc2",
+                "binomial",
+                federation=federation,
+                data=EPACTS_DATA,
+                policy=StepPolicy(max_retries=1, backoff=0.05),
+            )
+    finally:
+        wrap(federation)
+    before, now = stop.value.message.split(": ", 1)[1].split(" before, ")
+    assert lost in before and lost not in now
