@@ -23,6 +23,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,33 @@ class CheckpointStore:
                 rows,
             )
             db.execute("COMMIT")
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Per analysis: how many steps and releases are kept, and when the oldest and newest
+        were saved (UTC, ISO 8601)."""
+        with closing(self._connect()) as db:
+            rows = db.execute(
+                "SELECT json_extract(request, '$.analysis.name') AS analysis, "
+                "count(DISTINCT step_key), count(*), min(saved_at), max(saved_at) "
+                "FROM releases GROUP BY analysis ORDER BY analysis"
+            ).fetchall()
+        keys = ("analysis", "steps", "releases", "oldest", "newest")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def prune(self, before: datetime) -> int:
+        """Forget the releases saved before ``before``; how many there were.
+
+        The kept requests carry the researcher's token, so the freed pages are overwritten
+        (SQLite ``secure_delete``) and the file is compacted.
+        """
+        cutoff = before.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        with closing(self._connect()) as db:
+            db.execute("PRAGMA secure_delete=ON")
+            db.execute("BEGIN IMMEDIATE")
+            removed = db.execute("DELETE FROM releases WHERE saved_at < ?", (cutoff,)).rowcount
+            db.execute("COMMIT")
+            db.execute("VACUUM")
+        return removed
 
     def saved(self, key: str) -> list[Saved]:
         """What step ``key`` kept, site by site (unverified: see :func:`reusable`)."""

@@ -22,6 +22,7 @@ from fedflow.cli.demo import demo
 from fedflow.cli.identity import keys_app, token_app
 from fedflow.cli.lineage import lineage
 from fedflow.cli.pki import app as pki_app
+from fedflow.cli.releases import app as releases_app
 from fedflow.cli.run import analyses, run
 from fedflow.cli.server import app as server_app
 from fedflow.cli.site import app as site_app
@@ -46,6 +47,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(token_app, name="token")
 app.add_typer(site_app, name="site")
 app.add_typer(pki_app, name="pki")
+app.add_typer(releases_app, name="releases")
 app.add_typer(server_app, name="server")
 app.add_typer(harmonize_app, name="harmonize")
 

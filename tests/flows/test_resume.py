@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from fedflow.cli import app
 from fedflow.core.analysis import AnalysisRef
 from fedflow.core.messages import Release
 from flows import SiteStatus, connect
@@ -108,3 +112,41 @@ def _tamper(db: Path, site: str) -> None:
 
 
 pytestmark = pytest.mark.integration
+
+
+def test_releases_show_and_prune_forget_old_releases_and_their_tokens(
+    make_federation: Any, prefect_server: str
+) -> None:
+    profile, _ = make_federation(SITES)
+    runner = CliRunner()
+    fast = StepPolicy(max_retries=0, timeout=60)
+    with connect(profile) as session:
+        token = session.token
+        run_analysis("cohort_count", GI_BLEED, federation=session, secure=False, policy=fast)
+    shown = runner.invoke(app, ["releases", "show", "-f", str(profile), "--json"])
+    assert shown.exit_code == 0, shown.output
+    kept = json.loads(shown.stdout)["kept"]
+    assert [(k["analysis"], k["steps"], k["releases"]) for k in kept] == [("cohort_count", 1, 3)]
+    db = Path(profile).parent / "orchestrator" / CHECKPOINTS
+    assert token.encode() in db.read_bytes()
+    # nothing is older than a day yet; once saved 40 days ago, a 30-day prune forgets it all
+    fresh = runner.invoke(app, ["releases", "prune", "-f", str(profile), "--older-than", "1"])
+    assert fresh.exit_code == 0 and "forgot 0 release(s)" in fresh.stdout, fresh.output
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute(
+            "UPDATE releases SET saved_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-40 days')"
+        )
+    old = runner.invoke(app, ["releases", "prune", "-f", str(profile), "--older-than", "30"])
+    assert old.exit_code == 0 and "forgot 3 release(s)" in old.stdout, old.output
+    assert token.encode() not in db.read_bytes()  # overwritten and compacted, not just unlinked
+    with connect(profile) as session:
+        calls = wrap(session)
+        again = run_analysis(
+            "cohort_count", GI_BLEED, federation=session, secure=False, policy=fast, resume=True
+        )
+        assert not any(o.reused for o in again.outcomes)
+        assert all(t.calls["submit"] == 1 for t in calls.values())
+    with AuditLog(Path(profile).parent / "orchestrator" / "audit.db", site="o") as audit:
+        pruned = audit.entries(event="resume.pruned")
+    assert [e.details["releases"] for e in pruned] == [0, 3]
+    assert pruned[0].actor == "operator"
