@@ -146,6 +146,15 @@ def run(
     console = make_console()
     home = federation.resolve().parent / "prefect"
     options = _glm_options(parsed) if analysis == "glm" else None
+    # What every flow takes: where, over which data, how many sites, as whom, on failure.
+    common: dict[str, Any] = {
+        "federation": federation,
+        "dataset": dataset,
+        "min_sites": min_sites,
+        "token": token,
+        "policy": policy,
+        "resume": resume,
+    }
     try:
         with prefect_api(home) as api:
             api.wait()
@@ -153,12 +162,7 @@ def run(
                 fit = fit_glm(
                     options.formula,
                     options.family,
-                    federation=federation,
-                    dataset=dataset,
-                    min_sites=min_sites,
-                    token=token,
-                    policy=policy,
-                    resume=resume,
+                    **common,
                     **options.model_dump(exclude={"formula", "family"}),
                 )
                 _show_fit(console, fit, output)
@@ -167,12 +171,7 @@ def run(
                 model, cox_options = _cox_options(parsed)
                 cox_fit = run_cox(
                     model,
-                    federation=federation,
-                    dataset=dataset,
-                    min_sites=min_sites,
-                    token=token,
-                    policy=policy,
-                    resume=resume,
+                    **common,
                     **cox_options.model_dump(),
                 )
                 _show_cox(console, cox_fit, output)
@@ -182,12 +181,7 @@ def run(
                 gwas = fit_gwas(
                     gwas_options.formula,
                     gwas_options.family,
-                    federation=federation,
-                    dataset=dataset,
-                    min_sites=min_sites,
-                    token=token,
-                    policy=policy,
-                    resume=resume,
+                    **common,
                     **gwas_options.model_dump(exclude={"formula", "family"}),
                 )
                 _show_gwas(console, gwas, output, plot, qq_plot, results)
@@ -195,12 +189,7 @@ def run(
             if analysis == "km":
                 km = run_km(
                     parsed,
-                    federation=federation,
-                    dataset=dataset,
-                    min_sites=min_sites,
-                    token=token,
-                    policy=policy,
-                    resume=resume,
+                    **common,
                 )
                 if plot is not None:
                     km.plot(plot)
@@ -215,15 +204,10 @@ def run(
             result = run_analysis(
                 analysis,
                 parsed,
-                federation=federation,
-                dataset=dataset,
                 version=version,
-                min_sites=min_sites,
-                token=token,
                 review_timeout=review_timeout,
                 secure=secure,
-                policy=policy,
-                resume=resume,
+                **common,
             )
     except (QuorumNotMet, SiteFailed) as exc:
         if output == "json":
