@@ -186,10 +186,13 @@ def cox_flow(
             best = (loglik, beta, newton)
             if float(np.max(np.abs(newton))) <= tol * (1 + float(np.max(np.abs(beta)))):
                 fit = _inference(base.formula, columns, beta, information, partial, confidence)
-                fit = _with_sites(fit, session, step.outcomes, request_ids, round_no, loglik)
                 fit = replace(
                     fit,
+                    loglik=loglik,
                     loglik_null=loglik_null,
+                    rounds=round_no,
+                    sites=_site_counts(session, step.outcomes),
+                    request_ids=request_ids,
                     outcomes=sites.report(list(session.transports)),
                     dropped=dict(sites.dropped),
                 )
@@ -262,24 +265,12 @@ def _inference(
     )
 
 
-def _with_sites(
-    fit: CoxFit,
-    session: FederationSession,
-    outcomes: list[SiteOutcome],
-    request_ids: list[str],
-    rounds: int,
-    loglik: float,
-) -> CoxFit:
-    """Per-site counts, read back from the releases of the last round (nothing new leaves)."""
-    rows = [
-        {"site": site, "n": row["at_risk"][0], "events": sum(row["events"])}
-        for site, row in released_rows(session, outcomes)
-    ]
-    return replace(
-        fit,
-        loglik=loglik,
-        rounds=rounds,
-        sites=pl.DataFrame(rows),
-        request_ids=request_ids,
-        outcomes=outcomes,
+def _site_counts(session: FederationSession, outcomes: list[SiteOutcome]) -> pl.DataFrame:
+    """Persons and events per contributing site, read back from the releases of the last round
+    (nothing new leaves)."""
+    return pl.DataFrame(
+        [
+            {"site": site, "n": row["at_risk"][0], "events": sum(row["events"])}
+            for site, row in released_rows(session, outcomes)
+        ]
     )
