@@ -43,7 +43,7 @@ from flows import publishing
 from flows.analyses.cox_round import CoxRoundParams, design_columns
 from flows.errors import FlowError
 from flows.federation import FederationSession, open_session
-from flows.fitting import FitSites, federated_round, in_session, released_rows, wald_columns
+from flows.fitting import FitSites, in_session, released_rows, wald_columns
 from flows.outcomes import SiteOutcome
 from flows.strategy import StepPolicy
 
@@ -151,15 +151,13 @@ def cox_flow(
     with open_session(federation) as session, publishing.deferred():
         for round_no in range(1, max_rounds + 1):
             values = {"beta": beta.tolist(), "center": center.tolist()}
-            step = federated_round(
+            step, same_sites = sites.round(
                 session,
                 ANALYSIS,
                 raw | values,
                 round_no,
                 dataset,
                 min_sites,
-                policy=policy,
-                skip=sites.skip(),
                 resume=resume,
                 flow_name="cox",
             )
@@ -168,7 +166,7 @@ def cox_flow(
             if round_no == 1:  # at beta = 0 and no centre, S1 / S0 at time 0 is the mean of x
                 stats = cox.arrays(partial)
                 center = stats["s1"][0] / stats["s0"][0]
-            if not sites.update(step, round_no) and beta.any():
+            if not same_sites and beta.any():
                 # Other sites, another likelihood: start again at zero over the remaining ones.
                 beta, best, halvings = np.zeros(len(columns)), None, 0
                 continue

@@ -91,20 +91,52 @@ class FitSites:
 
     The first round's contributors make the fit. A site that stops contributing in a later
     round is dropped for the rest of the fit when the error strategy allows it (``retry``
-    after its retries, or ``ignore``): the fit goes on over fewer sites and says so
-    (``dropped``); under ``terminate`` the fit stops with ``error``. Sites never change
-    within a round, so a round after a drop is never taken as converged.
+    after its retries, or ``ignore``) and ``drops`` is true: the fit goes on over fewer sites
+    and says so (``dropped``); under ``terminate``, or without ``drops``, the fit stops with
+    ``error``. Sites never change within a round, so a round after a drop is never taken as
+    converged.
     """
 
     policy: StepPolicy
     error: type[FlowError]
+    drops: bool = True
+    """Whether a site lost after round 1 may be dropped (a GWAS, tested against round 1's null
+    model, may not)."""
     contributors: list[str] | None = None
     dropped: dict[str, int] = field(default_factory=dict)
     """Site -> the round in which it stopped contributing."""
     outcomes: dict[str, SiteOutcome] = field(default_factory=dict)
     """Each site's last outcome: in the last round, or in the round that decided it."""
 
-    def skip(self) -> dict[str, str]:
+    def round(
+        self,
+        session: FederationSession,
+        analysis: str,
+        params: dict[str, Any],
+        round_no: int,
+        dataset: str | None,
+        min_sites: int,
+        *,
+        resume: bool,
+        flow_name: str,
+    ) -> tuple[FederatedResult, bool]:
+        """Round ``round_no`` over the sites still in the fit (:func:`federated_round`, under
+        the fit's policy); the step, and whether its contributing sites stayed the same."""
+        step = federated_round(
+            session,
+            analysis,
+            params,
+            round_no,
+            dataset,
+            min_sites,
+            policy=self.policy,
+            skip=self._skip(),
+            resume=resume,
+            flow_name=flow_name,
+        )
+        return step, self._update(step, round_no)
+
+    def _skip(self) -> dict[str, str]:
         """The sites not to ask in the next round, with why."""
         if self.contributors is None:
             return {}
@@ -114,7 +146,7 @@ class FitSites:
             if site not in self.contributors
         }
 
-    def update(self, step: FederatedResult, round_no: int) -> bool:
+    def _update(self, step: FederatedResult, round_no: int) -> bool:
         """Take a round's outcomes; whether the contributing sites stayed the same."""
         for outcome in step.outcomes:
             self.outcomes[outcome.site] = outcome
@@ -125,7 +157,7 @@ class FitSites:
         lost = [s for s in self.contributors if s not in sites]
         if not lost:
             return True
-        if self.policy.error_strategy is ErrorStrategy.TERMINATE:
+        if not self.drops or self.policy.error_strategy is ErrorStrategy.TERMINATE:
             _check_contributors(self.contributors, sites, round_no, step.request_id, self.error)
         for site in lost:
             self.dropped[site] = round_no

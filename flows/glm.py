@@ -49,7 +49,6 @@ from flows.errors import FlowError
 from flows.federation import FederationSession, open_session
 from flows.fitting import (
     FitSites,
-    federated_round,
     in_session,
     released_rows,
     wald_columns,
@@ -172,20 +171,17 @@ def glm_flow(
     # The rounds' outcome artifacts go to the Prefect API while the next round runs.
     with open_session(federation) as session, publishing.deferred():
         for round_no in range(1, max_rounds + 1):
-            step = federated_round(
+            step, same_sites = sites.round(
                 session,
                 ANALYSIS,
                 raw | {"beta": beta},
                 round_no,
                 dataset,
                 min_sites,
-                policy=policy,
-                skip=sites.skip(),
                 resume=resume,
                 flow_name="glm",
             )
             request_ids.append(step.request_id)
-            same_sites = sites.update(step, round_no)
             contributors = sites.contributors or []
             partial = step.result.to_arrow()
             xtwx, xtwz = regression.matrices(partial)

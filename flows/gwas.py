@@ -56,9 +56,9 @@ from flows.analyses.glm_round import GlmRoundParams, design_columns
 from flows.analyses.gwas_round import DOSAGE, encode_betas
 from flows.errors import FlowError
 from flows.federation import FederationSession, open_session
-from flows.fitting import FitSites, federated_round, in_session, wald_columns
+from flows.fitting import FitSites, in_session, wald_columns
 from flows.outcomes import SiteOutcome
-from flows.strategy import ErrorStrategy, StepPolicy
+from flows.strategy import StepPolicy
 
 __all__ = [
     "CHI2_MEDIAN",
@@ -276,11 +276,9 @@ class _Fit:
     def __init__(
         self, session: FederationSession, dataset: str | None, policy: StepPolicy, resume: bool
     ) -> None:
-        self.session, self.dataset, self.policy, self.resume = session, dataset, policy, resume
+        self.session, self.dataset, self.resume = session, dataset, resume
         # A site lost after round 1 stops the GWAS, whatever the error strategy.
-        self.sites = FitSites(
-            policy.model_copy(update={"error_strategy": ErrorStrategy.TERMINATE}), GwasDidNotFit
-        )
+        self.sites = FitSites(policy, GwasDidNotFit, drops=False)
         self.request_ids: list[str] = []
         self.outcomes: list[SiteOutcome] = []
         self.rounds = 0
@@ -288,20 +286,17 @@ class _Fit:
     def step(self, raw: dict[str, Any]) -> pa.Table:
         """One federated round; its merged partial (the model named again in the schema)."""
         self.rounds += 1
-        result = federated_round(
+        result, _ = self.sites.round(
             self.session,
             ANALYSIS,
             raw,
             self.rounds,
             self.dataset,
-            self.policy.min_sites,
-            policy=self.policy,
-            skip=self.sites.skip(),
+            self.sites.policy.min_sites,
             resume=self.resume,
             flow_name="gwas",
         )
         self.request_ids.append(result.request_id)
-        self.sites.update(result, self.rounds)
         if raw["mode"] == "variants" and not self.outcomes:
             # The first round over the variants: what each site withheld (or why it is out).
             self.outcomes = self.sites.report(list(self.session.transports))
