@@ -41,7 +41,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from quiet import quiet_logs
@@ -49,6 +49,7 @@ from quiet import quiet_logs
 if TYPE_CHECKING:
     import pyarrow as pa
 
+T = TypeVar("T")
 RESULTS = Path(__file__).parent / "results" / "glm.json"
 SEED = 20261128
 GRID_SITES = (3, 10, 30)
@@ -131,14 +132,13 @@ def pooled_fits(table: pa.Table, repeats: int) -> dict[str, Any]:
     import statsmodels.api as sm
 
     x, y = design(table)
-    numpy_s = _median_time(lambda: newton_numpy(x, y), repeats)
-    beta_np, np_rounds = newton_numpy(x, y)
+    numpy_s, (beta_np, np_rounds) = _median_time(lambda: newton_numpy(x, y), repeats)
     pooled: dict[str, Any] = {"numpy_s": numpy_s, "numpy_rounds": np_rounds, "beta_numpy": beta_np}
     if len(y) > STATSMODELS_MAX_ROWS:
         return pooled | {"statsmodels_s": None, "beta_statsmodels": None}
     model = sm.GLM(y, x, family=sm.families.Binomial())
-    sm_s = _median_time(lambda: model.fit(tol=1e-12), repeats)
-    beta_sm = np.asarray(model.fit(tol=1e-12).params)
+    sm_s, fit = _median_time(lambda: model.fit(tol=1e-12), repeats)
+    beta_sm = np.asarray(fit.params)
     return pooled | {"statsmodels_s": sm_s, "beta_statsmodels": beta_sm}
 
 
@@ -401,13 +401,14 @@ def federated_eunomia(sites: int, repeats: int) -> dict[str, Any]:
     }
 
 
-def _median_time(work: Callable[[], Any], repeats: int) -> float:
+def _median_time(work: Callable[[], T], repeats: int) -> tuple[float, T]:
+    """The median seconds of ``repeats`` runs of ``work``, and its last result."""
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        work()
+        result = work()
         times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return statistics.median(times), result
 
 
 def main() -> None:
