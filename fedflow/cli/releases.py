@@ -11,6 +11,9 @@ anyway: the token is part of a step's key.
 from __future__ import annotations
 
 import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -45,22 +48,36 @@ def _profile(federation: Path) -> Federation:
         raise typer.Exit(2) from None
 
 
+@contextmanager
+def _store(path: Path) -> Iterator[CheckpointStore]:
+    """The store at ``path``; a file that is not one is named, with exit status 2."""
+    try:
+        yield CheckpointStore(path)
+    except sqlite3.DatabaseError as exc:
+        typer.echo(f"error: {path} is not a readable release store: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def show(
     federation: _PROFILE,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
 ) -> None:
     """Per analysis: the steps and releases kept, and when the oldest and newest were saved."""
-    store = CheckpointStore(_profile(federation).state_dir / CHECKPOINTS)
-    rows = store.summary()
+    path = _profile(federation).state_dir / CHECKPOINTS
+    rows: list[dict[str, object]] = []
+    if path.exists():  # showing creates nothing
+        with _store(path) as store:
+            rows = store.summary()
     if as_json:
-        typer.echo(json.dumps({"file": str(store.path), "kept": rows}, indent=2))
+        typer.echo(json.dumps({"file": str(path), "kept": rows}, indent=2))
         return
-    table = Table(title=f"kept for --resume in {store.path}")
-    for column in ("analysis", "steps", "releases", "oldest", "newest"):
+    columns = ("analysis", "steps", "releases", "oldest", "newest")
+    table = Table(title=f"kept for --resume in {path}")
+    for column in columns:
         table.add_column(column, justify="right" if column in ("steps", "releases") else "left")
     for row in rows:
-        table.add_row(*(str(row[c]) for c in ("analysis", "steps", "releases", "oldest", "newest")))
+        table.add_row(*(str(row[c]) for c in columns))
     make_console().print(table)
 
 
@@ -73,9 +90,9 @@ def prune(
 ) -> None:
     """Forget the kept releases saved more than OLDER_THAN days ago (audited)."""
     profile = _profile(federation)
-    store = CheckpointStore(profile.state_dir / CHECKPOINTS)
     before = datetime.now(UTC) - timedelta(days=older_than)
-    removed = store.prune(before)
+    with _store(profile.state_dir / CHECKPOINTS) as store:
+        removed = store.prune(before)
     with AuditLog(profile.state_dir / "audit.db", site="orchestrator") as audit:
         audit.append(
             "resume.pruned",

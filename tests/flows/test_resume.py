@@ -120,6 +120,10 @@ def test_releases_show_and_prune_forget_old_releases_and_their_tokens(
     profile, _ = make_federation(SITES)
     runner = CliRunner()
     fast = StepPolicy(max_retries=0, timeout=60)
+    db = Path(profile).parent / "orchestrator" / CHECKPOINTS
+    before_any = runner.invoke(app, ["releases", "show", "-f", str(profile), "--json"])
+    assert before_any.exit_code == 0 and json.loads(before_any.stdout)["kept"] == []
+    assert not db.exists()  # showing creates nothing
     with connect(profile) as session:
         token = session.token
         run_analysis("cohort_count", GI_BLEED, federation=session, secure=False, policy=fast)
@@ -127,7 +131,6 @@ def test_releases_show_and_prune_forget_old_releases_and_their_tokens(
     assert shown.exit_code == 0, shown.output
     kept = json.loads(shown.stdout)["kept"]
     assert [(k["analysis"], k["steps"], k["releases"]) for k in kept] == [("cohort_count", 1, 3)]
-    db = Path(profile).parent / "orchestrator" / CHECKPOINTS
     assert token.encode() in db.read_bytes()
     # nothing is older than a day yet; once saved 40 days ago, a 30-day prune forgets it all
     fresh = runner.invoke(app, ["releases", "prune", "-f", str(profile), "--older-than", "1"])
@@ -150,3 +153,9 @@ def test_releases_show_and_prune_forget_old_releases_and_their_tokens(
         pruned = audit.entries(event="resume.pruned")
     assert [e.details["releases"] for e in pruned] == [0, 3]
     assert pruned[0].actor == "operator"
+    # A file that is not a release store is named, exit 2, and left as it was.
+    db.write_bytes(b"not a database " * 100)
+    broken = runner.invoke(app, ["releases", "prune", "-f", str(profile), "--older-than", "0"])
+    assert broken.exit_code == 2
+    assert f"{db} is not a readable release store: file is not a database" in broken.output
+    assert db.read_bytes() == b"not a database " * 100
