@@ -25,8 +25,12 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flows.errors import FlowError
+
+if TYPE_CHECKING:
+    from prefect.settings import Settings
 
 __all__ = [
     "PrefectApi",
@@ -65,10 +69,26 @@ def ad_hoc_runs() -> Iterator[None]:
     if any(name in os.environ for name in HEARTBEAT_SETTINGS):
         yield
         return
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.context import SettingsContext, get_settings_context
 
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+    current = get_settings_context()
+    with SettingsContext(profile=current.profile, settings=_without_heartbeats(current.settings)):
         yield
+
+
+_last_without_heartbeats: list[tuple[Settings, Settings]] = []
+
+
+def _without_heartbeats(settings: Settings) -> Settings:
+    """``settings`` with no flow heartbeats. Building Prefect settings takes about a quarter
+    of a second, which a fit paid on every call: the last one built is kept for the next."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+
+    if _last_without_heartbeats and _last_without_heartbeats[0][0] is settings:
+        return _last_without_heartbeats[0][1]
+    updated = settings.copy_with_update(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+    _last_without_heartbeats[:] = [(settings, updated)]
+    return updated
 
 
 class PrefectApi:
