@@ -189,6 +189,7 @@ def _federated_step(
     resume: bool = False,
     flow_name: str = "federated-analysis",
     round_no: int | None = None,
+    published: Mapping[str, SiteStatus] | None = None,
 ) -> FederatedResult:
     """One federated step. ``pool``: run the site stages in its threads, inside the caller's
     task run (a fit's round), instead of as task runs of their own.
@@ -199,6 +200,9 @@ def _federated_step(
     ``resume``: reuse the verified releases an earlier run of the same step kept
     (:mod:`flows.resume`) and ask only the other sites.
     ``flow_name`` and ``round_no`` name the step in the checkpoint key.
+    ``published``: each site's status in the outcome tables a fit's earlier round published;
+    a round whose statuses are the same publishes no tables or governance events again (the
+    audit log still records every round).
     """
     logger = get_run_logger()
     audit = session.audit
@@ -378,7 +382,8 @@ def _federated_step(
         for outcome in ordered
     ]
     audit.append_many(records)  # one transaction for the step's checkpoints and outcomes
-    _publish_outcomes(name, request.request_id, ordered, gate, needed)
+    if published is None or {o.site: o.status for o in ordered} != published:
+        _publish_outcomes(name, request.request_id, ordered, gate, needed)
 
     contributing = len(partials) + reused
     if incomplete or contributing < needed:

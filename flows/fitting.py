@@ -30,7 +30,7 @@ from flows import steps
 from flows.errors import FlowError
 from flows.federated import _federated_step
 from flows.federation import FederationSession, connect
-from flows.outcomes import FederatedResult, SiteOutcome
+from flows.outcomes import FederatedResult, SiteOutcome, SiteStatus
 from flows.server import ad_hoc_runs
 from flows.strategy import ErrorStrategy, StepPolicy
 
@@ -61,11 +61,14 @@ def federated_round(
     skip: Mapping[str, str] | None = None,
     resume: bool = False,
     flow_name: str = "fit",
+    published: Mapping[str, SiteStatus] | None = None,
 ) -> FederatedResult:
     """One round of a fit: one federated step, its site stages in the session's site threads.
 
     ``skip``: sites dropped earlier in the fit (not asked); ``resume``: reuse the verified
-    releases of an earlier run of this round (same fit, parameters and coefficients).
+    releases of an earlier run of this round (same fit, parameters and coefficients);
+    ``published``: the site statuses the fit last published (a round with the same ones
+    publishes no outcome tables or events).
     """
     return _federated_step(
         session,
@@ -82,6 +85,7 @@ def federated_round(
         resume=resume,
         flow_name=flow_name,
         round_no=round_no,
+        published=published,
     )
 
 
@@ -107,6 +111,9 @@ class FitSites:
     """Site -> the round in which it stopped contributing."""
     outcomes: dict[str, SiteOutcome] = field(default_factory=dict)
     """Each site's last outcome: in the last round, or in the round that decided it."""
+    statuses: dict[str, SiteStatus] | None = None
+    """The last round's site statuses: the next round publishes its outcome tables and
+    governance events only if its own differ (round 1, a refusal, a failure, a drop)."""
 
     def round(
         self,
@@ -133,7 +140,9 @@ class FitSites:
             skip=self._skip(),
             resume=resume,
             flow_name=flow_name,
+            published=self.statuses,
         )
+        self.statuses = {o.site: o.status for o in step.outcomes}
         return step, self._update(step, round_no)
 
     def _skip(self) -> dict[str, str]:
