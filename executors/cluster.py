@@ -39,8 +39,10 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from functools import cache
 from typing import Any, Protocol, runtime_checkable
 
 import dask
@@ -48,6 +50,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 from distributed import Client, Future, LocalCluster, WorkerPlugin, get_worker
+from threadpoolctl import ThreadpoolController
 
 from executors.catalogue import Dataset, PersonRange
 from executors.config import DaskConfig
@@ -370,9 +373,12 @@ class SiteCluster:
             for i, value in zip(missing, self.client.gather(futures), strict=True):
                 self._kept.put(keys[i], value)
                 prepared[i] = value
-        partials = list(
-            self._kept_threads.map(lambda value: analysis.local_prepared(value, params), prepared)
-        )
+        with _one_blas_thread():
+            partials = list(
+                self._kept_threads.map(
+                    lambda value: analysis.local_prepared(value, params), prepared
+                )
+            )
         merged: pa.Table = analysis.merge(partials)
         return merged
 
@@ -446,6 +452,41 @@ class SiteCluster:
 
 
 # -- functions that run on the workers ---------------------------------------------------------
+
+
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limit: Any = None
+
+
+@contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """BLAS on one thread while any in-process round computes.
+
+    The node's round threads, and the other sites' in an in-process federation, are the
+    parallelism, as Dask's worker threads are (Dask starts its worker processes with one BLAS
+    thread for the same reason); a multi-threaded BLAS under them only spins. The limit is
+    process-wide, so it is counted: set by the first round to start, restored by the last to
+    end.
+    """
+    global _blas_users, _blas_limit
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_limit = _blas_controller().limit(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limit.restore_original_limits()
+                _blas_limit = None
+
+
+@cache
+def _blas_controller() -> ThreadpoolController:
+    return ThreadpoolController()
 
 
 def _dataset(url: str, name: str) -> Dataset:

@@ -147,3 +147,46 @@ def test_a_design_that_cannot_be_built_is_a_clear_error_and_nothing_is_kept(
     good = _params(uuid.uuid4().hex, formula="y ~ x1 + x2")
     partial = cluster.run(analysis, good, dataset, analysis.tables(good))
     np.testing.assert_allclose(regression.matrices(partial)[0], _direct(table, None), rtol=1e-12)
+
+
+def test_rounds_hold_blas_at_one_thread_until_the_last_of_them_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # In-process rounds run in many threads at once (the node's, and every site's in an
+    # in-process federation). BLAS's thread count is process-wide: the first round to start
+    # sets it to one and the last to end restores it, once each, however the rounds overlap.
+    import threading
+
+    import executors.cluster as cluster
+
+    calls: list[str] = []
+
+    class Limit:
+        def restore_original_limits(self) -> None:
+            calls.append("restore")
+
+    class Controller:
+        def limit(self, *, limits: int, user_api: str) -> Limit:
+            calls.append(f"{user_api}={limits}")
+            return Limit()
+
+    monkeypatch.setattr(cluster, "_blas_controller", Controller)
+    started, release = threading.Event(), threading.Event()
+
+    def round_in_another_thread() -> None:
+        with cluster._one_blas_thread():
+            started.set()
+            release.wait(10)
+
+    other = threading.Thread(target=round_in_another_thread)
+    other.start()
+    assert started.wait(10)
+    with cluster._one_blas_thread():
+        assert calls == ["blas=1"]
+    assert calls == ["blas=1"]  # the other round still runs
+    release.set()
+    other.join(10)
+    assert calls == ["blas=1", "restore"]
+    with cluster._one_blas_thread():
+        pass
+    assert calls == ["blas=1", "restore", "blas=1", "restore"]
