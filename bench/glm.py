@@ -230,6 +230,7 @@ def _bytes_exchanged(federation: Any, fit: Any, formula: str, data: dict[str, An
 
 def arithmetic(rows: int, sites: int) -> dict[str, Any]:
     """The sites' statistics over prepared designs, summed and solved, no orchestration."""
+    from executors.cluster import PreparedAnalysis
     from fedflow.core import regression
     from fedflow.core.registry import default_registry
     from flows.analyses.glm_round import design_columns
@@ -237,6 +238,7 @@ def arithmetic(rows: int, sites: int) -> dict[str, Any]:
     table = simulate(rows)
     formula, data = model()
     analysis = default_registry().get("glm_round")
+    assert isinstance(analysis, PreparedAnalysis)
     first = analysis.parse_params({"formula": formula, "family": "binomial", "data": data})
     raw = first.model_dump(mode="json") | {"columns": design_columns(first)}
     base = analysis.parse_params(raw)
