@@ -7,25 +7,30 @@ slowly, and can drop records at exit. :func:`prefect_api` instead starts ``prefe
 host and port), points this process at it, and stops it at the end, after flushing logs and
 events. With ``PREFECT_API_URL`` set it uses that server and starts nothing, unless
 ``reuse=False`` (``fedflow server start`` always starts its own). Telemetry is off unless the
-operator turned it on. :func:`ad_hoc_runs` spares the runs a caller starts in its own process
-Prefect's heartbeat thread, which made every run end up to a second late.
+operator turned it on. On Linux the server stops with this process even when it is killed
+outright. :func:`ad_hoc_runs` spares the runs a caller starts in its own process Prefect's
+heartbeat thread, which made every run end up to a second late.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import queue
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flows.errors import FlowError
 
@@ -41,6 +46,8 @@ __all__ = [
 ]
 
 HEARTBEAT_SETTINGS = ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY")
+_PR_SET_PDEATHSIG = 1
+"""prctl(2) option: the signal a child gets when the thread that started it ends."""
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +156,7 @@ def prefect_api(
     env.setdefault("PREFECT_UI_API_URL", "/api")
     logpath = home / "server.log"
     with logpath.open("ab") as logfile:
-        proc = subprocess.Popen(
+        proc = _start_tied(
             [
                 sys.executable,
                 "-m",
@@ -185,6 +192,46 @@ def prefect_api(
             proc.kill()
             proc.wait()
         log.info("stopped the local Prefect server at %s", url)
+
+
+def _start_tied(args: list[str], **options: Any) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen(args, **options)``, stopped (SIGTERM) when this process dies.
+
+    ``prefect_api`` stops its server on the way out, but a process killed outright (SIGKILL,
+    the out-of-memory killer) left it running. On Linux the child asks for a parent-death
+    signal, which fires when the *thread* that started it ends; so a daemon thread starts it
+    and then waits for it, and ends only with the server or with this process.
+    """
+    started: queue.SimpleQueue[subprocess.Popen[bytes] | BaseException] = queue.SimpleQueue()
+
+    def launch() -> None:
+        try:
+            proc = subprocess.Popen(args, preexec_fn=_dies_with(os.getpid()), **options)
+        except BaseException as exc:  # handed to the caller, which raises it
+            started.put(exc)
+            return
+        started.put(proc)
+        proc.wait()
+
+    threading.Thread(target=launch, name="prefect-server", daemon=True).start()
+    result = started.get()
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def _dies_with(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that gives the child SIGTERM when its parent thread ends (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the signal was asked for
+            os._exit(1)
+
+    return preexec
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float, logpath: Path) -> None:
