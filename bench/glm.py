@@ -147,9 +147,7 @@ def pooled_fits(table: pa.Table, repeats: int) -> dict[str, Any]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    x, y = design(table)
-    numpy_s, (beta_np, np_rounds) = _median_time(lambda: newton_numpy(x, y), repeats)
-    del x, y
+    numpy_s, (beta_np, np_rounds) = _numpy_fit(table, repeats)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=context) as child:
         sm_s, beta_sm = child.submit(statsmodels_fit, table.num_rows, repeats).result()
@@ -160,6 +158,13 @@ def pooled_fits(table: pa.Table, repeats: int) -> dict[str, Any]:
         "statsmodels_s": sm_s,
         "beta_statsmodels": beta_sm,
     }
+
+
+def _numpy_fit(table: pa.Table, repeats: int) -> tuple[float, tuple[np.ndarray, int]]:
+    """The median seconds of the pooled numpy Newton fit, and its (coefficients, rounds); the
+    design is free again when this returns."""
+    x, y = design(table)
+    return _median_time(lambda: newton_numpy(x, y), repeats)
 
 
 def federated_grid_point(sites: int, rows: int, repeats: int) -> dict[str, Any]:
