@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from quiet import quiet_logs
+from record import machine, save
 
 RESULTS = Path(__file__).parent / "results" / "core.json"
 GI_BLEED = {"domain": "condition", "concept_ids": [192671], "include_descendants": True}
@@ -57,14 +58,12 @@ def step_seconds(sites: int, repeats: int) -> dict[str, float]:
 
 def main() -> None:
     quiet_logs()
-    results: dict[str, object] = {"load_average_start": os.getloadavg()[0], "cpus": os.cpu_count()}
+    results: dict[str, object] = machine()
     with tempfile.TemporaryDirectory() as tmp:
         results["demo_cold_s"] = round(demo_seconds(Path(tmp) / "demo"), 2)
         results["demo_warm_s"] = round(demo_seconds(Path(tmp) / "demo"), 2)
     results["step"] = {str(n): step_seconds(n, repeats=5) for n in (1, 3, 10)}
-    results["load_average_end"] = os.getloadavg()[0]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    save(RESULTS, results)
     print(json.dumps(results, indent=2))
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from quiet import quiet_logs
+from record import machine, save
 
 RESULTS = Path(__file__).parent / "results" / "cox.json"
 SHARES = (0.45, 0.3, 0.15, 0.1)
@@ -90,11 +91,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="warm fits after the first")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
-    results: dict[str, Any] = {"cpus": os.cpu_count(), "load_average_start": os.getloadavg()[0]}
+    results: dict[str, Any] = machine()
     results |= measure(args.repeats)
-    results["load_average_end"] = os.getloadavg()[0]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    save(args.output, results)
     print(json.dumps(results, indent=2))
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from glm import newton_numpy, simulate_arrays  # bench/glm.py (numpy only here)
+from record import machine, save
 
 RESULTS = Path(__file__).parent / "results" / "flower.json"
 TOLERANCE = 1e-6
@@ -170,8 +170,7 @@ def main() -> None:
 
     results: dict[str, Any] = {
         "flwr": flwr.__version__,
-        "cpus": os.cpu_count(),
-        "load_average_start": os.getloadavg()[0],
+        **machine(),
         "tolerance": TOLERANCE,
         "runs": [],
     }
@@ -179,9 +178,7 @@ def main() -> None:
         point = run(args.rows, args.sites, args.rounds, epochs, args.lr)
         print(json.dumps(point), flush=True)
         results["runs"].append(point)
-    results["load_average_end"] = os.getloadavg()[0]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    save(args.output, results)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from quiet import quiet_logs
+from record import machine, save
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -464,7 +465,7 @@ def main() -> None:
             saved[key] = timing
             args.output.write_text(json.dumps(saved, indent=2) + "\n")
         return
-    results: dict[str, Any] = {"cpus": os.cpu_count(), "load_average_start": os.getloadavg()[0]}
+    results: dict[str, Any] = machine()
     results["grid"] = []
     with tempfile.TemporaryDirectory() as tmp, prefect_api(Path(tmp) / "prefect") as api:
         api.wait()
@@ -478,9 +479,7 @@ def main() -> None:
         if args.eunomia:
             results["eunomia"] = [federated_eunomia(n, args.repeats) for n in (3, 10)]
     results["arithmetic"] = [arithmetic(1_000_000, 10)]
-    results["load_average_end"] = os.getloadavg()[0]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    save(args.output, results)
     print(json.dumps(results, indent=2))
 
 

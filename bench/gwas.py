@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from record import machine, save
 
 RESULTS = Path(__file__).parent / "results" / "gwas.json"
 SEED = 20261128
@@ -188,7 +188,7 @@ def main() -> None:
 
     from flows.server import prefect_api
 
-    results: dict[str, Any] = {"cpus": os.cpu_count(), "load_average_start": os.getloadavg()[0]}
+    results: dict[str, Any] = machine()
     sizes = sorted({*args.linearity, args.variants})
     with tempfile.TemporaryDirectory(prefix="fedflow-gwas-") as tmp:
         work = Path(tmp)
@@ -213,9 +213,7 @@ def main() -> None:
                 "seconds_per_100k_variants": round(slope * 1e5, 2),
                 "fixed_seconds": round(intercept, 2),
             }
-    results["load_average_end"] = os.getloadavg()[0]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    save(args.output, results)
     print(json.dumps({k: v for k, v in results.items() if k != "points"}, indent=2))
 
 

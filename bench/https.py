@@ -9,13 +9,13 @@ is recorded beside them.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from quiet import quiet_logs
+from record import machine, save
 
 RESULTS = Path(__file__).parent / "results" / "https.json"
 GI_BLEED = {"domain": "condition", "concept_ids": [192671], "include_descendants": True}
@@ -50,7 +50,7 @@ def main() -> None:
     )
     from flows.federation import Federation
 
-    results: dict[str, object] = {"load_average_start": os.getloadavg()[0], "cpus": os.cpu_count()}
+    results: dict[str, object] = machine()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         parts = split_by_person(eunomia_tables(), [s.share for s in DEMO_SITES])
@@ -97,9 +97,7 @@ def main() -> None:
                 probe.close()
             for process in processes:
                 process.stop()
-    results["load_average_end"] = os.getloadavg()[0]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    save(RESULTS, results)
     print(json.dumps(results, indent=2))
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from quiet import quiet_logs
+from record import machine, save
 
 RESULTS = Path(__file__).parent / "results" / "pull.json"
 GI_BLEED = {"domain": "condition", "concept_ids": [192671], "include_descendants": True}
@@ -113,7 +114,7 @@ def main() -> None:
     )
     from flows.federation import Federation
 
-    results: dict[str, Any] = {"load_average_start": os.getloadavg()[0], "cpus": os.cpu_count()}
+    results: dict[str, Any] = machine()
     names = [s.name for s in DEMO_SITES]
     with tempfile.TemporaryDirectory() as tmp, prefect_api(Path(tmp) / "prefect") as api:
         root = Path(tmp)
@@ -162,9 +163,7 @@ def main() -> None:
                 child.wait(60)
             for service in services:
                 service.stop()
-    results["load_average_end"] = os.getloadavg()[0]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    save(RESULTS, results)
     print(json.dumps(results, indent=2))
 
 
