@@ -451,7 +451,7 @@ class SiteCluster:
             self._cluster.close()
 
 
-# -- functions that run on the workers ---------------------------------------------------------
+# -- the node's own round threads --------------------------------------------------------------
 
 
 _blas_lock = threading.Lock()
@@ -487,6 +487,9 @@ def _one_blas_thread() -> Iterator[None]:
 @cache
 def _blas_controller() -> ThreadpoolController:
     return ThreadpoolController()
+
+
+# -- functions that run on the workers ---------------------------------------------------------
 
 
 def _dataset(url: str, name: str) -> Dataset:
