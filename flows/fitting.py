@@ -167,7 +167,11 @@ class FitSites:
         if not lost:
             return True
         if not self.drops or self.policy.error_strategy is ErrorStrategy.TERMINATE:
-            _check_contributors(self.contributors, sites, round_no, step.request_id, self.error)
+            raise self.error(
+                f"contributing sites changed in round {round_no}: "
+                f"{', '.join(self.contributors)} before, {', '.join(sites) or 'none'} now",
+                request_id=step.request_id,
+            )
         for site in lost:
             self.dropped[site] = round_no
         logger.warning(
@@ -188,23 +192,6 @@ def _why(outcome: SiteOutcome) -> str:
     """Why a site is not asked any more (its deciding outcome)."""
     where = "" if outcome.round is None else f" in round {outcome.round}"
     return f"not asked again: {outcome.status.value} at {outcome.stage}{where}"
-
-
-def _check_contributors(
-    previous: list[str] | None,
-    sites: list[str],
-    round_no: int,
-    request_id: str,
-    error: type[FlowError],
-) -> list[str]:
-    """The round's contributing sites; ``error`` if they differ from the previous round's."""
-    if previous is not None and sites != previous:
-        raise error(
-            f"contributing sites changed in round {round_no}: "
-            f"{', '.join(previous)} before, {', '.join(sites) or 'none'} now",
-            request_id=request_id,
-        )
-    return sites
 
 
 def wald_columns(
