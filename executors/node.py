@@ -11,10 +11,11 @@ values.
 
 A request is refused if it is stale or its nonce was already used for the same step (see
 :mod:`executors.replay`). ``submit`` re-checks every request; for the very request (same
-digest: token, nonce, parameters and all) that ``check`` allowed moments before, it reuses that
-decision when the policy is the same object, the token has not expired and at most
-:data:`REUSE_WITHIN` has passed (audited as ``gate.allowed`` with ``decided_at: check``); the
-replay guard and the column check still run.
+digest: token, nonce, parameters and all, the mask group the orchestrator adds after ``check``
+aside: :meth:`~fedflow.core.messages.Request.gate_digest`) that ``check`` allowed moments
+before, it reuses that decision when the policy is the same object, the token has not expired
+and at most :data:`REUSE_WITHIN` has passed (audited as ``gate.allowed`` with ``decided_at:
+check``); the replay guard and the column check still run.
 
 Jobs survive a restart: quarantined and released jobs are read back from the quarantine
 folder; a job that was still running when the process died is marked failed ("interrupted"),
@@ -316,7 +317,7 @@ class SiteNode:
             )
             return _Plan(decision)
         try:
-            plan = self._reused(digest) if step == "submit" else None
+            plan = self._reused(request.gate_digest()) if step == "submit" else None
             reused = plan is not None
             if plan is None:
                 plan = self._decide(request)
@@ -343,7 +344,7 @@ class SiteNode:
             **({"decided_at": "check"} if reused else {}),
         )
         if step == "check" and decision.allowed:
-            self._keep(digest, plan)
+            self._keep(request.gate_digest(), plan)
         return plan
 
     def _keep(self, digest: str, plan: _Plan) -> None:

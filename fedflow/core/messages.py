@@ -103,14 +103,29 @@ class Request(_Message):
         """
         return self._digest
 
+    def gate_digest(self) -> str:
+        """Digest of what a site's gate decides on: the request as it was without a mask group.
+
+        The orchestrator adds the mask group (``secure``) after the pre-gate, once it knows
+        which sites allowed; the gate does not read it (the airlock checks it at release).
+        """
+        return self._gate_digest
+
     @cached_property
     def _digest(self) -> str:
         return digest_json(self.model_dump(mode="json"))
 
+    @cached_property
+    def _gate_digest(self) -> str:
+        if self.secure is None:
+            return self._digest
+        return digest_json(self.model_dump(mode="json") | {"secure": None})
+
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
-        """A copy (with ``update``), whose digest is computed afresh."""
+        """A copy (with ``update``), whose digests are computed afresh."""
         copied = super().model_copy(update=update, deep=deep)
         copied.__dict__.pop("_digest", None)
+        copied.__dict__.pop("_gate_digest", None)
         return copied
 
 

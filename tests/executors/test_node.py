@@ -13,7 +13,14 @@ import yaml
 from executors import JobNotFound, RequestRefused, SiteConfig, SiteError, SiteNode
 from fedflow.core import InvalidParameters, UnknownAnalysis, to_ipc
 from fedflow.core.analysis import AnalysisRef
-from fedflow.core.messages import JobState, ReleaseOutcome, Request, Verdict
+from fedflow.core.messages import (
+    JobState,
+    MaskMember,
+    MaskSpec,
+    ReleaseOutcome,
+    Request,
+    Verdict,
+)
 from fedflow.core.registry import AnalysisRegistry, default_registry
 from flows.analyses.cohort_count import CohortCount
 from flows.demo import ALL, FEDERATION, ISSUER, DemoSite, build_demo
@@ -277,6 +284,22 @@ def test_submit_reuses_only_the_decision_check_made_on_the_same_request(site):
         ("gate.allowed", "check", None),
         ("gate.allowed", "submit", "check"),
     ]
+    # The mask group the orchestrator adds once it knows which sites allowed is not decided on.
+    masked = request(site, "cohort_count", GI_BLEED)
+    assert site.check(masked).allowed
+    group = MaskSpec(
+        group=(
+            MaskMember(site="other-site", public_key="A" * 43 + "="),
+            MaskMember(site=site.name, public_key=site.desk.agreement_key.public_text),
+        )
+    )
+    site.submit(masked.model_copy(update={"secure": group}))
+    assert _gates(site, masked.request_id)[-1] == ("gate.allowed", "submit", "check")
+    changed = request(site, "cohort_count", GI_BLEED)  # other parameters than were checked
+    assert site.check(changed).allowed
+    changed_params = GI_BLEED | {"include_descendants": False}
+    site.submit(changed.model_copy(update={"secure": group, "params": changed_params}))
+    assert _gates(site, changed.request_id)[-1] == ("gate.allowed", "submit", None)
     unchecked = request(site, "cohort_count", GI_BLEED)  # never checked: decided in full
     site.submit(unchecked)
     assert _gates(site, unchecked.request_id) == [("gate.allowed", "submit", None)]
