@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fedflow.cli.options import FederationProfile
 from fedflow.cli.render import make_console
 from fedflow.core import FedflowError
 from flows.errors import LineageNotFound
@@ -22,12 +23,7 @@ def lineage(
     result_id: Annotated[
         str, typer.Argument(help="The request id a flow returned, or its Prefect flow run id.")
     ],
-    federation: Annotated[
-        Path,
-        typer.Option(
-            "--federation", "-f", help="Federation profile (YAML).", exists=True, dir_okay=False
-        ),
-    ],
+    federation: FederationProfile,
     site_log: Annotated[
         list[str] | None,
         typer.Option(

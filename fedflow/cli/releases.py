@@ -21,6 +21,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from fedflow.cli.options import FederationProfile
 from fedflow.cli.render import make_console
 from fedflow.core import FedflowError
 from flows.federated import CHECKPOINTS
@@ -31,13 +32,6 @@ from governance.audit import AuditLog
 __all__ = ["app"]
 
 app = typer.Typer(help="The site releases kept for --resume.", no_args_is_help=True)
-
-_PROFILE = Annotated[
-    Path,
-    typer.Option(
-        "--federation", "-f", help="Federation profile (YAML).", exists=True, dir_okay=False
-    ),
-]
 
 
 def _profile(federation: Path) -> Federation:
@@ -60,7 +54,7 @@ def _store(path: Path) -> Iterator[CheckpointStore]:
 
 @app.command()
 def show(
-    federation: _PROFILE,
+    federation: FederationProfile,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
 ) -> None:
     """Per analysis: the steps and releases kept, and when the oldest and newest were saved."""
@@ -83,7 +77,7 @@ def show(
 
 @app.command()
 def prune(
-    federation: _PROFILE,
+    federation: FederationProfile,
     older_than: Annotated[
         float, typer.Option(min=0, help="Forget releases saved more than this many days ago.")
     ],
