@@ -17,32 +17,28 @@ before, it reuses that decision when the policy is the same object, the token ha
 and at most :data:`REUSE_WITHIN` has passed (audited as ``gate.allowed`` with ``decided_at:
 check``); the replay guard and the column check still run.
 
-Jobs survive a restart: quarantined and released jobs are read back from the quarantine
-folder; a job that was still running when the process died is marked failed ("interrupted"),
-never silently lost.
+Jobs survive a restart: open jobs are read back from the quarantine folder, finished ones when
+asked for (:mod:`executors.quarantine`); a job that was still running when the process died is
+marked failed ("interrupted"), never silently lost.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
-
-import pyarrow as pa
 
 from executors.catalogue import Catalogue, Dataset
 from executors.cluster import SiteCluster
 from executors.config import SiteConfig
 from executors.errors import JobNotFound, RequestRefused, SiteError, SiteUnavailable
-from executors.quarantine import Job, Quarantine, read_cohort
+from executors.quarantine import Job, Quarantine
 from executors.release import ReleaseDesk
 from executors.replay import DEFAULT_MAX_AGE, ReplayGuard
 from fedflow.core import (
@@ -51,9 +47,7 @@ from fedflow.core import (
     FedflowError,
     TableColumns,
     digest_json,
-    from_ipc,
 )
-from fedflow.core.analysis import AnalysisRef, OutputKind
 from fedflow.core.messages import (
     Decision,
     JobState,
@@ -135,7 +129,7 @@ class SiteNode:
             state_dir=config.state_dir,
             audit=self._audit,
         )
-        restored, interrupted = _restore(self.quarantine, config.state_dir / "quarantine")
+        restored, interrupted = self.quarantine.restore()
         self.cluster = SiteCluster(config.dask, name=self.name)
         self._runner = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{self.name}-job")
         self._done: dict[str, threading.Event] = {}
@@ -275,7 +269,12 @@ class SiteNode:
         self.cluster.close()
         self.replay.close()
         self.desk.close()
-        self.audit.append("site.stopped", actor=self.name, details={"jobs_finished": running})
+        still_open, _ = self.quarantine.in_memory()
+        self.audit.append(
+            "site.stopped",
+            actor=self.name,
+            details={"jobs_finished": running, "jobs_open": still_open},
+        )
         self.audit.close()
 
     def __enter__(self) -> SiteNode:
@@ -441,44 +440,3 @@ class SiteNode:
         self.audit.append(
             event, actor=actor or "orchestrator", request_id=request.request_id, details=details
         )
-
-
-def _restore(quarantine: Quarantine, directory: Path) -> tuple[int, list[Job]]:
-    """Read back the jobs a previous run left; mark those it left running as interrupted."""
-    restored, interrupted = 0, []
-    for meta_path in sorted(directory.glob("*.json")):
-        try:
-            meta = json.loads(meta_path.read_bytes())
-            arrow = meta_path.with_suffix(".arrow")
-            partial: pa.Table | None = from_ipc(arrow.read_bytes()) if arrow.exists() else None
-            population = meta.get("cohort_population")
-            try:
-                cohort = read_cohort(meta_path, population)
-            except OSError:  # written before the partial: without it, the job did not finish
-                cohort, partial = None, None
-            job = Job(
-                job_id=meta["job_id"],
-                request=Request.model_validate(meta["request"]),
-                decision=Decision.model_validate(meta["decision"]),
-                analysis=AnalysisRef.model_validate(meta["analysis"]),
-                output=OutputKind(meta["output"]),
-                dataset_digest=meta["dataset_digest"],
-                state=JobState(meta["state"]),
-                error=meta["error"],
-                partial=partial,
-                release=None
-                if meta["release"] is None
-                else Release.model_validate(meta["release"]),
-                cohort=cohort,
-            )
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("cannot restore job file %s: %s", meta_path.name, type(exc).__name__)
-            continue
-        if job.state is JobState.RUNNING or (
-            job.state is JobState.QUARANTINED and job.partial is None
-        ):
-            job = replace(job, state=JobState.FAILED, error="interrupted")
-            interrupted.append(job)
-        quarantine.put(job)
-        restored += 1
-    return restored, interrupted

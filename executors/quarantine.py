@@ -1,27 +1,47 @@
 """Quarantine: where a job's partial waits, at the site, until the airlock decides.
 
-Each job is kept on disk (metadata as JSON, the partial as Arrow IPC) as well as in memory,
-so what is quarantined survives the process. A job that counted a cohort also keeps the
-cohort's person ids (``<job>.cohort.npy``, for the differencing defence) until its release is
-decided; they are never part of what is released.
+Each job is kept on disk (metadata as JSON, the partial as Arrow IPC), so what is quarantined
+survives the process. A job that counted a cohort also keeps the cohort's person ids
+(``<job>.cohort.npy``, for the differencing defence) until its release is decided; they are
+never part of what is released.
+
+Open jobs (running, or quarantined until the airlock or a reviewer decides) are in memory and in
+the quarantine folder. A finished job (released, refused or failed) moves to its ``finished``
+subfolder; the latest :data:`KEEP_FINISHED` stay in memory and older ones are read back when
+asked for (a released job returns the same release). So a site's memory and its restart time
+follow its open jobs, not every job it ever ran: :meth:`Quarantine.restore` reads back only
+the open ones.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import re
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Final
 
 import numpy as np
 import pyarrow as pa
 
 from executors.errors import JobNotFound
-from fedflow.core import canonical_json, to_ipc
+from fedflow.core import canonical_json, from_ipc, to_ipc
 from fedflow.core.analysis import AnalysisRef, OutputKind
 from fedflow.core.messages import Decision, JobState, Release, Request
 from governance.differencing import Cohort
 
-__all__ = ["Job", "Quarantine", "read_cohort"]
+__all__ = ["FINISHED", "KEEP_FINISHED", "Job", "Quarantine"]
+
+log = logging.getLogger(__name__)
+
+FINISHED: Final = frozenset({JobState.RELEASED, JobState.REFUSED, JobState.FAILED})
+"""The states a job does not leave."""
+KEEP_FINISHED: Final = 256
+"""Finished jobs kept in memory (the most recently used); the others are read from disk."""
+_JOB_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 @dataclass(frozen=True)
@@ -42,38 +62,102 @@ class Job:
 
 
 class Quarantine:
-    """Jobs by id, persisted under ``directory``."""
+    """Jobs by id, persisted under ``directory`` (finished ones under ``directory/finished``)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, keep_finished: int = KEEP_FINISHED) -> None:
         self._dir = directory
-        self._dir.mkdir(parents=True, exist_ok=True)
-        self._jobs: dict[str, Job] = {}
+        self._finished_dir = directory / "finished"
+        self._finished_dir.mkdir(parents=True, exist_ok=True)
+        self._keep = keep_finished
+        self._open: dict[str, Job] = {}
+        self._finished: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
 
     def put(self, job: Job) -> Job:
         with self._lock:
-            self._jobs[job.job_id] = job
-            self._persist(job)
+            self._store(job)
         return job
 
     def update(self, job_id: str, **changes: object) -> Job:
         with self._lock:
             job = replace(self._get(job_id), **changes)  # type: ignore[arg-type]
-            self._jobs[job_id] = job
-            self._persist(job)
+            self._store(job)
         return job
 
     def get(self, job_id: str) -> Job:
         with self._lock:
             return self._get(job_id)
 
+    def in_memory(self) -> tuple[int, int]:
+        """How many open and finished jobs are held in memory."""
+        with self._lock:
+            return len(self._open), len(self._finished)
+
+    def restore(self) -> tuple[int, list[Job]]:
+        """Read back the open jobs a previous run left, once, before any other call.
+
+        A job it left running, or quarantined without its partial (the process died while
+        writing it), failed: it is stored as failed with the error ``interrupted`` and returned
+        with the others so marked. A move to ``finished`` that a crash cut short is completed.
+        Returns how many open jobs were read back, and the interrupted ones.
+        """
+        restored, interrupted = 0, []
+        for meta_path in sorted(self._dir.glob("*.json")):
+            job_id = meta_path.stem
+            if (self._finished_dir / meta_path.name).exists():
+                self._move_files(job_id)  # it had finished: finish the move
+                continue
+            try:
+                job = _read(meta_path)
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("cannot restore job file %s: %s", meta_path.name, type(exc).__name__)
+                continue
+            if job.state is JobState.RUNNING or (
+                job.state is JobState.QUARANTINED and job.partial is None
+            ):
+                job = replace(job, state=JobState.FAILED, error="interrupted")
+                interrupted.append(job)
+            self.put(job)
+            restored += 1
+        return restored, interrupted
+
     def _get(self, job_id: str) -> Job:
-        job = self._jobs.get(job_id)
+        job = self._open.get(job_id)
+        if job is not None:
+            return job
+        job = self._finished.get(job_id)
         if job is None:
-            raise JobNotFound(f"no job {job_id!r} at this site")
+            job = self._load_finished(job_id)
+        self._remember(job)
         return job
 
-    def _persist(self, job: Job) -> None:
+    def _load_finished(self, job_id: str) -> Job:
+        meta_path = self._finished_dir / f"{job_id}.json"
+        if not _JOB_ID.fullmatch(job_id) or not meta_path.is_file():
+            raise JobNotFound(f"no job {job_id!r} at this site")
+        try:
+            return _read(meta_path)
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("cannot read job file %s: %s", meta_path.name, type(exc).__name__)
+            raise JobNotFound(f"no job {job_id!r} at this site") from None
+
+    def _remember(self, job: Job) -> None:
+        self._finished[job.job_id] = job
+        self._finished.move_to_end(job.job_id)
+        while len(self._finished) > self._keep:
+            self._finished.popitem(last=False)
+
+    def _store(self, job: Job) -> None:
+        if job.state in FINISHED:
+            self._write(job, self._finished_dir)
+            self._move_files(job.job_id)
+            self._open.pop(job.job_id, None)
+            self._remember(job)
+        else:
+            self._write(job, self._dir)
+            self._open[job.job_id] = job
+
+    def _write(self, job: Job, folder: Path) -> None:
         meta = {
             "job_id": job.job_id,
             "request": job.request.model_dump(mode="json"),
@@ -86,22 +170,60 @@ class Quarantine:
             "release": None if job.release is None else job.release.model_dump(mode="json"),
             "cohort_population": None if job.cohort is None else job.cohort.population,
         }
-        tmp = self._dir / f"{job.job_id}.json.tmp"
+        tmp = folder / f"{job.job_id}.json.tmp"
         tmp.write_bytes(canonical_json(meta))
-        tmp.replace(self._dir / f"{job.job_id}.json")
+        tmp.replace(folder / f"{job.job_id}.json")
         # The cohort before the partial: a partial on disk implies its cohort is there too.
-        cohort = self._dir / f"{job.job_id}.cohort.npy"
+        cohort = folder / f"{job.job_id}.cohort.npy"
         if job.cohort is None:
             cohort.unlink(missing_ok=True)
         elif not cohort.exists():
-            with (self._dir / f"{job.job_id}.cohort.tmp").open("wb") as out:
+            with (folder / f"{job.job_id}.cohort.tmp").open("wb") as out:
                 np.save(out, job.cohort.persons)
-            (self._dir / f"{job.job_id}.cohort.tmp").replace(cohort)
-        if job.partial is not None and not (self._dir / f"{job.job_id}.arrow").exists():
-            (self._dir / f"{job.job_id}.arrow").write_bytes(to_ipc(job.partial))
+            (folder / f"{job.job_id}.cohort.tmp").replace(cohort)
+        arrow = folder / f"{job.job_id}.arrow"
+        if job.partial is not None and not arrow.exists():
+            open_arrow = self._dir / f"{job.job_id}.arrow"
+            if folder == self._finished_dir and open_arrow.exists():
+                open_arrow.replace(arrow)
+            else:
+                arrow.write_bytes(to_ipc(job.partial))
+
+    def _move_files(self, job_id: str) -> None:
+        """Remove what is left of a finished job in the open folder, the metadata last (while
+        it is there, :meth:`restore` finds the job and completes this)."""
+        arrow = self._dir / f"{job_id}.arrow"
+        if arrow.exists():
+            arrow.replace(self._finished_dir / arrow.name)
+        (self._dir / f"{job_id}.cohort.npy").unlink(missing_ok=True)
+        (self._dir / f"{job_id}.json").unlink(missing_ok=True)
 
 
-def read_cohort(meta_path: Path, population: int | None) -> Cohort | None:
+def _read(meta_path: Path) -> Job:
+    """A job from its metadata file and the files next to it."""
+    meta = json.loads(meta_path.read_bytes())
+    arrow = meta_path.with_suffix(".arrow")
+    partial: pa.Table | None = from_ipc(arrow.read_bytes()) if arrow.exists() else None
+    try:
+        cohort = _read_cohort(meta_path, meta.get("cohort_population"))
+    except OSError:  # written before the partial: without it, the job did not finish
+        cohort, partial = None, None
+    return Job(
+        job_id=meta["job_id"],
+        request=Request.model_validate(meta["request"]),
+        decision=Decision.model_validate(meta["decision"]),
+        analysis=AnalysisRef.model_validate(meta["analysis"]),
+        output=OutputKind(meta["output"]),
+        dataset_digest=meta["dataset_digest"],
+        state=JobState(meta["state"]),
+        error=meta["error"],
+        partial=partial,
+        release=None if meta["release"] is None else Release.model_validate(meta["release"]),
+        cohort=cohort,
+    )
+
+
+def _read_cohort(meta_path: Path, population: int | None) -> Cohort | None:
     """The cohort kept next to a job's metadata file, or None if the job kept none.
 
     Raises ``OSError`` when the metadata says there is a cohort but its file is missing.
