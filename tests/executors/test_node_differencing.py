@@ -97,7 +97,7 @@ def test_a_differencing_attack_one_person_apart_is_refused_per_project(site, eun
     assert refused[0].details["differencing"] == "not recorded"
     assert site.desk.differencing.count(project="probe-study", dataset="omop") == 1
     # the ids were kept only while the release was undecided, and never in what left
-    assert not list((site.config.state_dir / "quarantine").glob("*.cohort.npy"))
+    assert not list((site.config.state_dir / "quarantine").rglob("*.cohort.npy"))
     # the ledger is per project: another project's first look at B is not refused by A
     other = count(site, token(site.root, "other-study"), one_person_less(eunomia))
     assert other.outcome is ReleaseOutcome.RELEASED and total(other) == 478

@@ -221,7 +221,7 @@ def test_a_boolean_only_site_answers_a_count_query_as_boolean(
 
 def _site_job(home: Path, request_id: str) -> dict[str, Any]:
     """The quarantined job of ``request_id`` at the site in ``home``: its release and decision."""
-    for meta_path in (home / "state" / "quarantine").glob("*.json"):
+    for meta_path in (home / "state" / "quarantine").rglob("*.json"):
         meta = json.loads(meta_path.read_bytes())
         if meta["request"]["request_id"] == request_id:
             return {**meta, "release": Release.model_validate(meta["release"])}
