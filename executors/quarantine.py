@@ -98,8 +98,10 @@ class Quarantine:
 
         A job it left running, or quarantined without its partial (the process died while
         writing it), failed: it is stored as failed with the error ``interrupted`` and returned
-        with the others so marked. A move to ``finished`` that a crash cut short is completed.
-        Returns how many open jobs were read back, and the interrupted ones.
+        with the others so marked. A move to ``finished`` that a crash cut short is completed,
+        and a finished job found among the open ones (a folder written before finished jobs
+        had their own) is moved. Returns how many jobs were read back from the open folder, and
+        the interrupted ones.
         """
         restored, interrupted = 0, []
         for meta_path in sorted(self._dir.glob("*.json")):
