@@ -10,7 +10,8 @@ the quarantine folder. A finished job (released, refused or failed) moves to its
 subfolder; the latest :data:`KEEP_FINISHED` stay in memory and older ones are read back when
 asked for (a released job returns the same release). So a site's memory and its restart time
 follow its open jobs, not every job it ever ran: :meth:`Quarantine.restore` reads back only
-the open ones.
+the open ones. Finished jobs stay on disk until the custodian prunes them
+(:meth:`Quarantine.prune`, ``fedflow site prune-jobs``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Final
 
@@ -30,10 +32,24 @@ import pyarrow as pa
 from executors.errors import JobNotFound
 from fedflow.core import canonical_json, from_ipc, to_ipc
 from fedflow.core.analysis import AnalysisRef, OutputKind
+from fedflow.core.controls import Control
 from fedflow.core.messages import Decision, JobState, Release, Request
 from governance.differencing import Cohort
 
 __all__ = ["FINISHED", "KEEP_FINISHED", "Job", "Quarantine"]
+
+__controls__ = (
+    Control(
+        "GDPR Art. 5(1)(e)",
+        "A site keeps finished jobs' partials and releases until its custodian deletes those "
+        "older than a chosen age (`fedflow site prune-jobs`, audited); open jobs are never "
+        "deleted.",
+        tests=(
+            "tests/executors/test_quarantine.py::test_prune_deletes_only_jobs_that_finished_before_the_cutoff",
+            "tests/cli/test_site_cli.py::test_prune_jobs_deletes_old_finished_jobs_and_is_audited",
+        ),
+    ),
+)
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +138,30 @@ class Quarantine:
             self.put(job)
             restored += 1
         return restored, interrupted
+
+    def prune(self, before: datetime) -> int:
+        """Delete the files of the jobs that finished before ``before``; return how many.
+
+        A job's finishing time is when its metadata was last written. Open jobs are never
+        touched. A pruned job is no longer found (a release call for it gets "no such job");
+        the audit log keeps its digests and receipt.
+        """
+        cutoff = before.timestamp()
+        removed = 0
+        for meta_path in sorted(self._finished_dir.glob("*.json")):
+            try:
+                finished_at = meta_path.stat().st_mtime
+            except FileNotFoundError:  # pruned at the same time by another process
+                continue
+            if finished_at >= cutoff:
+                continue
+            for suffix in (".arrow", ".cohort.npy"):
+                meta_path.with_suffix(suffix).unlink(missing_ok=True)
+            meta_path.unlink(missing_ok=True)  # last: a half-pruned job is pruned again
+            with self._lock:
+                self._finished.pop(meta_path.stem, None)
+            removed += 1
+        return removed
 
     def _get(self, job_id: str) -> Job:
         job = self._open.get(job_id)

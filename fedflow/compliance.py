@@ -42,6 +42,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     # GDPR (Regulation (EU) 2016/679)
     "GDPR Art. 5(1)(b)": ("GDPR", "Purpose limitation"),
     "GDPR Art. 5(1)(c)": ("GDPR", "Data minimisation"),
+    "GDPR Art. 5(1)(e)": ("GDPR", "Storage limitation"),
     "GDPR Art. 5(1)(f)": ("GDPR", "Integrity and confidentiality"),
     "GDPR Art. 5(2)": ("GDPR", "Accountability"),
     "GDPR Art. 9": ("GDPR", "Processing of special categories (health, genetic data)"),

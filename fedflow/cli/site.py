@@ -1,5 +1,5 @@
-"""``fedflow site``: run a site node as an HTTPS service, what an orchestrator pins of it, and
-the custodian accounts of its review page (``fedflow site user``)."""
+"""``fedflow site``: run a site node as an HTTPS service, what an orchestrator pins of it, the
+custodian accounts of its review page (``fedflow site user``), and pruning its finished jobs."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import getpass
 import json
 import logging
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from executors.config import SiteConfig
+from executors.quarantine import Quarantine
 from executors.service import create_app, serve
 from executors.webusers import WebUsers
 from fedflow.core import FedflowError
@@ -155,6 +157,35 @@ users_app = typer.Typer(
     help="Custodian accounts of the review page (docs/review-page.md).", no_args_is_help=True
 )
 app.add_typer(users_app, name="user")
+
+
+@app.command("prune-jobs")
+def prune_jobs(
+    config: _CONFIG,
+    older_than: Annotated[
+        float, typer.Option(min=0, help="Delete jobs that finished more than this many days ago.")
+    ],
+) -> None:
+    """Delete the files of finished jobs (released, refused, failed) older than OLDER_THAN days.
+
+    Open jobs are never touched; the audit log keeps every pruned job's digests and receipt.
+    Audited as ``quarantine.pruned``.
+    """
+    try:
+        site = SiteConfig.load(config)
+    except FedflowError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    before = datetime.now(UTC) - timedelta(days=older_than)
+    removed = Quarantine(site.state_dir / "quarantine").prune(before)
+    with AuditLog(site.state_dir / "audit.db", site=site.site) as log:
+        log.append(
+            "quarantine.pruned",
+            actor=getpass.getuser(),
+            details={"before": before.isoformat(), "jobs": removed},
+        )
+    cutoff = before.isoformat(timespec="seconds")
+    typer.echo(f"deleted {removed} finished job(s) from before {cutoff}")
 
 
 def _users(config: Path) -> tuple[SiteConfig, WebUsers]:

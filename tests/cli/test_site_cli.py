@@ -12,8 +12,12 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from typer.testing import CliRunner
 
+from executors.quarantine import Quarantine
 from fedflow.cli.pki import app as pki_app
 from fedflow.cli.site import app as site_app
+from fedflow.core.messages import JobState
+from governance.audit import AuditLog
+from tests.quarantined import age, run
 
 runner = CliRunner()
 
@@ -84,3 +88,20 @@ def test_receipt_key_is_made_once_and_openapi_lists_the_v1_api(tmp_path: Path) -
         "/v1/jobs/{job_id}/release",
         "/v1/jobs/{job_id}/result",
     }
+
+
+def test_prune_jobs_deletes_old_finished_jobs_and_is_audited(tmp_path: Path) -> None:
+    config = _site(tmp_path)
+    quarantine = Quarantine(tmp_path / "state" / "quarantine")
+    for number in (1, 2):
+        run(quarantine, number, finish=True)
+    age(tmp_path / "state" / "quarantine" / "finished", "job001", 40)
+    pruned = runner.invoke(site_app, ["prune-jobs", "-c", str(config), "--older-than", "30"])
+    assert pruned.exit_code == 0, pruned.output
+    assert pruned.output.startswith("deleted 1 finished job(s) from before ")
+    with AuditLog(tmp_path / "state" / "audit.db", site="site-a") as log:
+        [entry] = log.entries(event="quarantine.pruned")
+        assert entry.details["jobs"] == 1 and log.verify().ok
+    assert Quarantine(tmp_path / "state" / "quarantine").get("job002").state is JobState.REFUSED
+    negative = runner.invoke(site_app, ["prune-jobs", "-c", str(config), "--older-than", "-1"])
+    assert negative.exit_code == 2

@@ -4,49 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
 from executors import JobNotFound
-from executors.quarantine import Job, Quarantine
-from fedflow.core.analysis import AnalysisRef, OutputKind
-from fedflow.core.messages import Decision, JobState, Request, Verdict
-
-
-def job(number: int) -> Job:
-    request = Request(
-        analysis=AnalysisRef(name="cohort_count", version="1.0", code_digest="sha256:" + "0" * 64),
-        params={"concept_ids": [number]},
-        dataset="omop",
-        token="a.b.c",
-    )
-    decision = Decision(
-        site="site-a",
-        request_id=request.request_id,
-        verdict=Verdict.ALLOW,
-        reasons=("allowed",),
-        policy_digest="sha256:" + "1" * 64,
-    )
-    return Job(
-        job_id=f"job{number:03d}",
-        request=request,
-        decision=decision,
-        analysis=request.analysis,
-        output=OutputKind.FREQUENCY,
-        dataset_digest="sha256:" + "2" * 64,
-    )
-
-
-def run(quarantine: Quarantine, number: int, *, finish: bool) -> Job:
-    """A job put, quarantined with its partial, and (``finish``) failed at release."""
-    quarantine.put(job(number))
-    partial = pa.table({"n": [number]})
-    done = quarantine.update(f"job{number:03d}", state=JobState.QUARANTINED, partial=partial)
-    if finish:
-        done = quarantine.update(done.job_id, state=JobState.REFUSED, error="below threshold")
-    return done
+from executors.quarantine import Quarantine
+from fedflow.core.messages import JobState
+from tests.quarantined import age, job, run
 
 
 def test_finished_jobs_leave_memory_and_are_read_back_as_they_were(tmp_path: Path) -> None:
@@ -121,3 +87,21 @@ def test_an_unreadable_finished_job_is_not_found_and_others_still_are(tmp_path: 
     with pytest.raises(JobNotFound):
         quarantine.get("job001")
     assert quarantine.get("job002") == kept
+
+
+def test_prune_deletes_only_jobs_that_finished_before_the_cutoff(tmp_path: Path) -> None:
+    quarantine = Quarantine(tmp_path)
+    old, recent = run(quarantine, 1, finish=True), run(quarantine, 2, finish=True)
+    still_open = run(quarantine, 3, finish=False)
+    age(tmp_path / "finished", old.job_id, 10)
+    age(tmp_path, still_open.job_id, 10)  # open: never pruned, however old
+    assert quarantine.prune(datetime.now(UTC) - timedelta(days=7)) == 1
+    with pytest.raises(JobNotFound):
+        quarantine.get(old.job_id)
+    assert quarantine.get(recent.job_id) == recent
+    assert quarantine.get(still_open.job_id) == still_open
+    assert sorted(p.name for p in (tmp_path / "finished").iterdir()) == [
+        "job002.arrow",
+        "job002.json",
+    ]
+    assert quarantine.prune(datetime.now(UTC) - timedelta(days=7)) == 0
