@@ -50,6 +50,8 @@ from record import machine, save
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from fedflow.core import Analysis
+
 T = TypeVar("T")
 RESULTS = Path(__file__).parent / "results" / "glm.json"
 SEED = 20261128
@@ -97,6 +99,21 @@ def model(covariates: int = COVARIATES) -> tuple[str, dict[str, Any]]:
     names = [f"x{j + 1}" for j in range(covariates - 1)]
     data = {"table": "analysis", "columns": dict.fromkeys(["y", *names], "float")}
     return "y ~ " + " + ".join(names), data
+
+
+def round_params(*, fit_id: bool = True) -> tuple[Analysis[Any], dict[str, Any]]:
+    """The ``glm_round`` analysis and the raw parameters of the simulated model's rounds, as the
+    fitting flow sends them: design columns set and (``fit_id``) a fresh fit id; no ``beta``."""
+    from fedflow.core.registry import default_registry
+    from flows.analyses.glm_round import design_columns
+
+    formula, data = model()
+    analysis = default_registry().get("glm_round")
+    first = analysis.parse_params({"formula": formula, "family": "binomial", "data": data})
+    raw = first.model_dump(mode="json") | {"columns": design_columns(first)}
+    if fit_id:
+        raw["fit_id"] = uuid.uuid4().hex
+    return analysis, raw
 
 
 def design(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
@@ -214,17 +231,9 @@ def federated_grid_point(sites: int, rows: int, repeats: int) -> dict[str, Any]:
 def _bytes_exchanged(federation: Any, fit: Any, formula: str, data: dict[str, Any]) -> int:
     """Requests sent (three calls per site and round carry one) and statistics released."""
     from fedflow.core.messages import Request
-    from fedflow.core.registry import default_registry
-    from flows.analyses.glm_round import design_columns
 
-    analysis = default_registry().get("glm_round")
-    params = analysis.parse_params({"formula": formula, "family": "binomial", "data": data})
-    columns = design_columns(params)
-    raw = params.model_dump(mode="json") | {
-        "columns": columns,
-        "fit_id": uuid.uuid4().hex,
-        "beta": [0.123456789012345678] * len(columns),
-    }
+    analysis, raw = round_params()
+    raw["beta"] = [0.123456789012345678] * len(raw["columns"])
     request = Request(analysis=analysis.ref(), params=raw, dataset="omop", token=federation.token)
     request_bytes = len(request.model_dump_json())
     released = 0
@@ -238,15 +247,10 @@ def arithmetic(rows: int, sites: int) -> dict[str, Any]:
     """The sites' statistics over prepared designs, summed and solved, no orchestration."""
     from executors.cluster import PreparedAnalysis
     from fedflow.core import regression
-    from fedflow.core.registry import default_registry
-    from flows.analyses.glm_round import design_columns
 
     table = simulate(rows)
-    formula, data = model()
-    analysis = default_registry().get("glm_round")
+    analysis, raw = round_params(fit_id=False)
     assert isinstance(analysis, PreparedAnalysis)
-    first = analysis.parse_params({"formula": formula, "family": "binomial", "data": data})
-    raw = first.model_dump(mode="json") | {"columns": design_columns(first)}
     base = analysis.parse_params(raw)
     bounds = np.linspace(0, rows, sites + 1).astype(int)
     designs = [
@@ -291,17 +295,9 @@ def stages(sites: int, rows: int, rounds: int = 5) -> dict[str, Any]:
     """Per site and round: seconds in check, submit, the job and release (median over rounds)."""
     from fedflow.core import regression
     from fedflow.core.messages import Request
-    from fedflow.core.registry import default_registry
     from flows import connect
-    from flows.analyses.glm_round import design_columns
 
-    formula, data = model()
-    analysis = default_registry().get("glm_round")
-    first = analysis.parse_params({"formula": formula, "family": "binomial", "data": data})
-    raw = first.model_dump(mode="json") | {
-        "columns": design_columns(first),
-        "fit_id": uuid.uuid4().hex,
-    }
+    analysis, raw = round_params()
     spent: dict[str, list[float]] = {"check": [], "submit": [], "job": [], "release": []}
     with tempfile.TemporaryDirectory() as tmp:
         profile = build_sites(Path(tmp), simulate(rows), sites)
@@ -345,22 +341,13 @@ def orchestration(sites: int, rows: int, rounds: int = 5) -> dict[str, Any]:
     from prefect import flow
 
     from fedflow.core import regression
-    from fedflow.core.registry import default_registry
     from flows import connect
-    from flows.analyses.glm_round import design_columns
     from flows.federated import _federated_step
     from flows.federation import open_session
 
-    formula, data = model()
-    analysis = default_registry().get("glm_round")
-    first = analysis.parse_params({"formula": formula, "family": "binomial", "data": data})
-
     @flow(name="glm-bench-rounds")
     def fit(profile: str, secure: bool | None, threads: bool) -> list[float]:
-        raw = first.model_dump(mode="json") | {
-            "columns": design_columns(first),
-            "fit_id": uuid.uuid4().hex,
-        }
+        _, raw = round_params()
         took, beta = [], None
         with open_session(profile) as session, ThreadPoolExecutor(sites) as pool:
             for _ in range(rounds):

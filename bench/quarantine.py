@@ -19,13 +19,12 @@ import json
 import multiprocessing
 import tempfile
 import time
-import uuid
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import psutil
-from glm import build_sites, model, simulate
+from glm import build_sites, round_params, simulate
 from quiet import quiet_logs
 from record import machine, save
 
@@ -35,26 +34,21 @@ RESULTS = Path(__file__).parent / "results" / "quarantine.json"
 def jobs_at_one_site(jobs: int) -> dict[str, Any]:
     from executors import SiteNode
     from fedflow.core.messages import Request
-    from fedflow.core.registry import default_registry
     from flows import connect
     from flows import secure as secure_step
-    from flows.analyses.glm_round import design_columns
 
-    formula, data = model()
-    analysis = default_registry().get("glm_round")
-    first = analysis.parse_params({"formula": formula, "family": "binomial", "data": data})
-    columns = design_columns(first)
-    raw = first.model_dump(mode="json") | {"columns": columns, "fit_id": uuid.uuid4().hex}
+    analysis, raw = round_params()
     process = psutil.Process()
     with tempfile.TemporaryDirectory() as tmp:
         profile = build_sites(Path(tmp), simulate(2_000), 10)
         with connect(profile) as federation:
             transport = next(iter(federation.transports.values()))
+            group = secure_step.mask_spec(federation.transports, list(federation.transports), None)
             gc.collect()
             before = process.memory_info().rss
             started = time.perf_counter()
             for number in range(jobs):
-                beta = [0.01 * (number % 7)] * len(columns)
+                beta = [0.01 * (number % 7)] * len(raw["columns"])
                 request = Request(
                     analysis=analysis.ref(),
                     params=analysis.parse_params(raw | {"beta": beta}).model_dump(mode="json"),
@@ -62,9 +56,6 @@ def jobs_at_one_site(jobs: int) -> dict[str, Any]:
                     token=federation.token,
                 )
                 transport.check(request)
-                group = secure_step.mask_spec(
-                    federation.transports, list(federation.transports), None
-                )
                 job_id = transport.submit(request.model_copy(update={"secure": group}))
                 transport.wait(job_id, 60)
                 transport.release(job_id)
