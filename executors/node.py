@@ -38,6 +38,7 @@ from executors.catalogue import Catalogue, Dataset
 from executors.cluster import SiteCluster
 from executors.config import SiteConfig
 from executors.errors import JobNotFound, RequestRefused, SiteError, SiteUnavailable
+from executors.quarantine import FOLDER as QUARANTINE_FOLDER
 from executors.quarantine import Job, Quarantine
 from executors.release import ReleaseDesk
 from executors.replay import DEFAULT_MAX_AGE, ReplayGuard
@@ -118,7 +119,7 @@ class SiteNode:
         self.catalogue = Catalogue(config.datasets)
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.audit = AuditLog(config.state_dir / "audit.db", site=self.name)
-        self.quarantine = Quarantine(config.state_dir / "quarantine")
+        self.quarantine = Quarantine(config.state_dir / QUARANTINE_FOLDER)
         self.receipt_key = ReceiptKey.load_or_create(config.state_dir / "receipt.key.pem")
         self.replay = ReplayGuard(config.state_dir / "nonces.db", max_age=max_request_age)
         self.desk = ReleaseDesk(

@@ -36,7 +36,7 @@ from fedflow.core.controls import Control
 from fedflow.core.messages import Decision, JobState, Release, Request
 from governance.differencing import Cohort
 
-__all__ = ["FINISHED", "KEEP_FINISHED", "Job", "Quarantine"]
+__all__ = ["FINISHED", "FOLDER", "KEEP_FINISHED", "Job", "Quarantine"]
 
 __controls__ = (
     Control(
@@ -53,6 +53,8 @@ __controls__ = (
 
 log = logging.getLogger(__name__)
 
+FOLDER: Final = "quarantine"
+"""The quarantine's folder in a site's state folder."""
 FINISHED: Final = frozenset({JobState.RELEASED, JobState.REFUSED, JobState.FAILED})
 """The states a job does not leave."""
 KEEP_FINISHED: Final = 256
@@ -223,17 +225,15 @@ class Quarantine:
             with (folder / f"{job.job_id}.cohort.tmp").open("wb") as out:
                 np.save(out, job.cohort.persons)
             (folder / f"{job.job_id}.cohort.tmp").replace(cohort)
+        # A finishing job's partial still in the open folder is moved by _move_files.
         arrow = folder / f"{job.job_id}.arrow"
-        if job.partial is not None and not arrow.exists():
-            open_arrow = self._dir / f"{job.job_id}.arrow"
-            if folder == self._finished_dir and open_arrow.exists():
-                open_arrow.replace(arrow)
-            else:
-                arrow.write_bytes(to_ipc(job.partial))
+        on_disk = arrow.exists() or (self._dir / arrow.name).exists()
+        if job.partial is not None and not on_disk:
+            arrow.write_bytes(to_ipc(job.partial))
 
     def _move_files(self, job_id: str) -> None:
-        """Remove what is left of a finished job in the open folder, the metadata last (while
-        it is there, :meth:`restore` finds the job and completes this)."""
+        """Move a finished job's partial out of the open folder and remove the rest there, the
+        metadata last (while it is there, :meth:`restore` finds the job and completes this)."""
         arrow = self._dir / f"{job_id}.arrow"
         if arrow.exists():
             arrow.replace(self._finished_dir / arrow.name)

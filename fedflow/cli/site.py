@@ -9,11 +9,12 @@ import logging
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from executors.config import SiteConfig
+from executors.quarantine import FOLDER as QUARANTINE_FOLDER
 from executors.quarantine import Quarantine
 from executors.service import create_app, serve
 from executors.webusers import WebUsers
@@ -177,13 +178,8 @@ def prune_jobs(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     before = datetime.now(UTC) - timedelta(days=older_than)
-    removed = Quarantine(site.state_dir / "quarantine").prune(before)
-    with AuditLog(site.state_dir / "audit.db", site=site.site) as log:
-        log.append(
-            "quarantine.pruned",
-            actor=getpass.getuser(),
-            details={"before": before.isoformat(), "jobs": removed},
-        )
+    removed = Quarantine(site.state_dir / QUARANTINE_FOLDER).prune(before)
+    _audit(site, "quarantine.pruned", before=before.isoformat(), jobs=removed)
     cutoff = before.isoformat(timespec="seconds")
     typer.echo(f"deleted {removed} finished job(s) from before {cutoff}")
 
@@ -193,9 +189,10 @@ def _users(config: Path) -> tuple[SiteConfig, WebUsers]:
     return site, WebUsers(site.review_users())
 
 
-def _audit_account(site: SiteConfig, event: str, name: str) -> None:
+def _audit(site: SiteConfig, event: str, **details: Any) -> None:
+    """Record ``event`` in the site's audit log, by the OS user who ran the command."""
     with AuditLog(site.state_dir / "audit.db", site=site.site) as log:
-        log.append(f"review_page.{event}", actor=getpass.getuser(), details={"user": name})
+        log.append(event, actor=getpass.getuser(), details=details)
 
 
 @users_app.command("add")
@@ -217,7 +214,8 @@ def user_add(
     try:
         site, users = _users(config)
         users.add(name, password, replace=replace)
-        _audit_account(site, "user_replaced" if replace else "user_added", name)
+        event = "review_page.user_replaced" if replace else "review_page.user_added"
+        _audit(site, event, user=name)
     except FedflowError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -233,7 +231,7 @@ def user_remove(
     try:
         site, users = _users(config)
         users.remove(name)
-        _audit_account(site, "user_removed", name)
+        _audit(site, "review_page.user_removed", user=name)
     except FedflowError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
