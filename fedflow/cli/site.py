@@ -170,7 +170,8 @@ def prune_jobs(
     """Delete the files of finished jobs (released, refused, failed) older than OLDER_THAN days.
 
     Open jobs are never touched; the audit log keeps every pruned job's digests and receipt.
-    Audited as ``quarantine.pruned``.
+    Audited as ``quarantine.pruned``, or ``quarantine.prune_failed`` when a file cannot be
+    deleted (exit 1).
     """
     try:
         site = SiteConfig.load(config)
@@ -178,7 +179,13 @@ def prune_jobs(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     before = datetime.now(UTC) - timedelta(days=older_than)
-    removed = Quarantine(site.state_dir / QUARANTINE_FOLDER).prune(before)
+    folder = site.state_dir / QUARANTINE_FOLDER
+    try:
+        removed = Quarantine(folder).prune(before)
+    except OSError as exc:
+        _audit(site, "quarantine.prune_failed", before=before.isoformat(), error=type(exc).__name__)
+        typer.echo(f"error: cannot prune {folder}: {exc.strerror or type(exc).__name__}", err=True)
+        raise typer.Exit(1) from None
     _audit(site, "quarantine.pruned", before=before.isoformat(), jobs=removed)
     cutoff = before.isoformat(timespec="seconds")
     typer.echo(f"deleted {removed} finished job(s) from before {cutoff}")

@@ -7,6 +7,7 @@ import json
 import stat
 from pathlib import Path
 
+import pytest
 import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -90,7 +91,9 @@ def test_receipt_key_is_made_once_and_openapi_lists_the_v1_api(tmp_path: Path) -
     }
 
 
-def test_prune_jobs_deletes_old_finished_jobs_and_is_audited(tmp_path: Path) -> None:
+def test_prune_jobs_deletes_old_finished_jobs_and_is_audited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = _site(tmp_path)
     quarantine = Quarantine(tmp_path / "state" / "quarantine")
     for number in (1, 2):
@@ -105,3 +108,16 @@ def test_prune_jobs_deletes_old_finished_jobs_and_is_audited(tmp_path: Path) -> 
     assert Quarantine(tmp_path / "state" / "quarantine").get("job002").state is JobState.REFUSED
     negative = runner.invoke(site_app, ["prune-jobs", "-c", str(config), "--older-than", "-1"])
     assert negative.exit_code == 2
+    # a file that cannot be deleted: a clear error, audited, and the other jobs kept
+
+    def refused(self: Quarantine, before: object) -> int:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Quarantine, "prune", refused)
+    failed = runner.invoke(site_app, ["prune-jobs", "-c", str(config), "--older-than", "0"])
+    assert failed.exit_code == 1
+    assert "cannot prune" in failed.output and "Permission denied" in failed.output
+    with AuditLog(tmp_path / "state" / "audit.db", site="site-a") as log:
+        [entry] = log.entries(event="quarantine.prune_failed")
+        assert entry.details["error"] == "PermissionError" and log.verify().ok
+    assert (tmp_path / "state" / "quarantine" / "finished" / "job002.json").exists()

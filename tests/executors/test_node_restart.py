@@ -1,4 +1,5 @@
-"""A site node restarted on the same state folder loses no quarantined job or audit entry."""
+"""A site node restarted on the same state folder loses no quarantined job or audit entry, and
+its custodian can prune the old finished ones."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from executors import SiteConfig, SiteNode
+from executors import JobNotFound, SiteConfig, SiteNode
+from fedflow.cli.site import app as site_app
 from fedflow.core.messages import JobState, Request
 from fedflow.core.registry import default_registry
 from flows.demo import DemoSite, build_demo
 from governance.receipts import verify_release
+from tests.quarantined import age
 
 pytestmark = pytest.mark.integration
 
@@ -60,4 +64,18 @@ def test_jobs_survive_a_restart_and_interrupted_ones_are_marked_failed(
         assert (started["jobs_restored"], started["jobs_interrupted"]) == (2, 1)
         stopped = node.audit.entries(event="site.stopped")[-1].details  # the first run's stop
         assert stopped == {"jobs_finished": 0, "jobs_open": 1}
+        assert node.audit.verify().ok
+
+    # The custodian prunes finished jobs older than 30 days: only the first run's release goes.
+    age(folder / "finished", released, 40)
+    site_yaml = tmp_path / "sites" / spec.name / "site.yaml"
+    command = ["prune-jobs", "-c", str(site_yaml), "--older-than", "30"]
+    pruned = CliRunner().invoke(site_app, command)
+    assert pruned.exit_code == 0 and pruned.output.startswith("deleted 1 finished job(s)")
+    with SiteNode(config) as node:
+        with pytest.raises(JobNotFound):
+            node.release(released)
+        verify_release(node.release(quarantined), pinned, site=spec.name)
+        assert node.status("crashed").state is JobState.FAILED
+        assert node.audit.entries(event="quarantine.pruned")[-1].details["jobs"] == 1
         assert node.audit.verify().ok
