@@ -36,6 +36,7 @@ Where the prepared partitions are kept depends on where the workers are:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -375,9 +376,7 @@ class SiteCluster:
                 prepared[i] = value
         with _one_blas_thread():
             partials = list(
-                self._kept_threads.map(
-                    lambda value: analysis.local_prepared(value, params), prepared
-                )
+                self._kept_threads.map(lambda value: _on_a_core(analysis, value, params), prepared)
             )
         merged: pa.Table = analysis.merge(partials)
         return merged
@@ -452,6 +451,25 @@ class SiteCluster:
 
 
 # -- the node's own round threads --------------------------------------------------------------
+
+
+_CORES = threading.BoundedSemaphore(len(os.sched_getaffinity(0)) or 1)
+"""One permit per core this process may run on, shared by every in-process site's rounds."""
+
+
+def _on_a_core(analysis: Any, prepared: Any, params: Any) -> pa.Table:
+    """A prepared partition's round, computed while holding one of the process's cores.
+
+    The in-process sites of a federation compute their rounds at once, two or more threads
+    each. Numpy releases the GIL inside each operation and takes it back after, so many more
+    computing threads than cores queue for the GIL after every operation, each waiting out
+    Python's switch interval: ten sites of two threads on two cores took four times as long
+    per round as one site after another (``BENCHMARKS.md``). With a permit per core they
+    compute as fast as the cores allow, in turn.
+    """
+    with _CORES:
+        table: pa.Table = analysis.local_prepared(prepared, params)
+    return table
 
 
 _blas_lock = threading.Lock()
