@@ -7,6 +7,7 @@
         ├── SiteUnavailable              the site cannot be reached or did not answer in time
         ├── RequestRefused               the site's gate refused the request (carries the reasons)
         ├── JobNotFound (LookupError)    no job with that id at this site
+        │   └── FitNotOpen               no open fit for a step: use the full protocol
         ├── AnalysisFailed               the analysis raised while running at the site
         └── StorageError                 a dataset's files cannot be read
             ├── DatasetNotFound (LookupError)
@@ -23,6 +24,7 @@ __all__ = [
     "AnalysisFailed",
     "CorruptObject",
     "DatasetNotFound",
+    "FitNotOpen",
     "JobNotFound",
     "ObjectNotFound",
     "RequestRefused",
@@ -53,6 +55,11 @@ class RequestRefused(SiteError):
 
 class JobNotFound(SiteError, LookupError):
     """No job with that id at this site."""
+
+
+class FitNotOpen(JobNotFound):
+    """The site has no open fit the step belongs to (:mod:`executors.fits`): send the request
+    through the full protocol (pre-gate, run, airlock), which decides afresh."""
 
 
 class AnalysisFailed(SiteError):

@@ -24,6 +24,7 @@ marked failed ("interrupted"), never silently lost.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -37,7 +38,15 @@ from typing import Any
 from executors.catalogue import Catalogue, Dataset
 from executors.cluster import SiteCluster
 from executors.config import SiteConfig
-from executors.errors import JobNotFound, RequestRefused, SiteError, SiteUnavailable
+from executors.errors import (
+    AnalysisFailed,
+    FitNotOpen,
+    JobNotFound,
+    RequestRefused,
+    SiteError,
+    SiteUnavailable,
+)
+from executors.fits import OpenFit, OpenFits
 from executors.quarantine import FOLDER as QUARANTINE_FOLDER
 from executors.quarantine import Job, Quarantine
 from executors.release import ReleaseDesk
@@ -136,6 +145,7 @@ class SiteNode:
         self._done: dict[str, threading.Event] = {}
         self._checked: OrderedDict[str, _Checked] = OrderedDict()
         self._checked_lock = threading.Lock()
+        self.fits = OpenFits()
         self._stopping = False
         for job in interrupted:
             self._audit(job.request, "job.failed", job_id=job.job_id, error="interrupted")
@@ -207,8 +217,83 @@ class SiteNode:
         self.quarantine.put(job)
         self._done[job.job_id] = threading.Event()
         self._audit(request, "job.started", job_id=job.job_id, dataset_digest=job.dataset_digest)
+        self._open_fit(request, job.job_id, plan)
         self._runner.submit(self._execute, job, plan)
         return job.job_id
+
+    def step(self, request: Request) -> Release:
+        """Run ``request`` as the next round of a fit this site's gate allowed, and release it.
+
+        The request must differ from the round the gate allowed only in its id, nonce, time,
+        mask group and the analysis's iterated parameters (:mod:`executors.fits`), under the
+        same policy and an unexpired token. Then no gate runs again: the nonce is checked, the
+        parameters are validated, the analysis runs on the site's cluster and its partial
+        goes through the airlock (masks and signed receipt included), as any job's. Audited
+        as ``step.started`` and the airlock's decision. :class:`FitNotOpen` when there is no
+        such fit: the caller sends the request through the full protocol instead.
+        """
+        if self._stopping:
+            raise SiteUnavailable(
+                "the site is shutting down", site=self.name, request_id=request.request_id
+            )
+        try:
+            analysis = self.registry.resolve(request.analysis)
+        except FedflowError:
+            analysis = None
+        fit = None if analysis is None else self.fits.find(request, analysis, self.policy)
+        if analysis is None or fit is None:
+            raise FitNotOpen(
+                "no open fit for this request at this site: send it through the gate",
+                site=self.name,
+                request_id=request.request_id,
+            )
+        stale = self.replay.refusal(request, "step")
+        if stale is not None:
+            self._audit(request, "request.replayed", step="step", reason=stale)
+            raise RequestRefused(
+                stale, reasons=(stale,), site=self.name, request_id=request.request_id
+            )
+        try:
+            params = self.policy.answered_params(analysis.parse_params(request.params))
+        except FedflowError as exc:
+            self._audit(
+                request,
+                "request.invalid",
+                step="step",
+                error=type(exc).__name__,
+                message=exc.message,
+            )
+            exc.site, exc.request_id = self.name, request.request_id
+            raise
+        job = Job(
+            job_id=uuid.uuid4().hex,
+            request=request,
+            decision=fit.decision,
+            analysis=analysis.ref(),
+            output=analysis.output,
+            dataset_digest=fit.dataset.snapshot_digest,
+        )
+        self._audit(
+            request,
+            "step.started",
+            actor=fit.decision.researcher,
+            job_id=job.job_id,
+            fit_job_id=fit.job_id,
+            round=fit.rounds,
+            request_digest=request.digest(),
+            policy_digest=fit.decision.policy_digest,
+        )
+        try:
+            partial = self.cluster.run(analysis, params, fit.dataset, fit.tables)
+            validate_output(job.output, partial)
+        except Exception as exc:  # the analysis is foreign code: any failure is the step's
+            message = exc.message if isinstance(exc, FedflowError) else type(exc).__name__
+            self._audit(request, "job.failed", job_id=job.job_id, error=message)
+            raise AnalysisFailed(
+                f"analysis failed: {message}", site=self.name, request_id=request.request_id
+            ) from None
+        self.quarantine.put(dataclasses.replace(job, state=JobState.QUARANTINED, partial=partial))
+        return self.desk.release(job)
 
     def status(self, job_id: str) -> JobStatus:
         job = self.quarantine.get(job_id)
@@ -346,6 +431,29 @@ class SiteNode:
         if step == "check" and decision.allowed:
             self._keep(request.gate_digest(), plan)
         return plan
+
+    def _open_fit(self, request: Request, job_id: str, plan: _Plan) -> None:
+        """Open a fit for the later rounds of an allowed request whose analysis iterates,
+        unless its releases need a custodian's review or the differencing defence."""
+        analysis = plan.analysis
+        if analysis is None or not analysis.iterated or plan.expires_at is None:
+            return
+        if self.policy.review.applies(analysis.name, analysis.output) or isinstance(
+            analysis, CountsCohort
+        ):
+            return
+        assert plan.dataset is not None and plan.tables is not None
+        fit = OpenFit(
+            job_id=job_id,
+            decision=plan.decision,
+            analysis=analysis,
+            dataset=plan.dataset,
+            tables=plan.tables,
+            policy=self.policy,
+            expires_at=plan.expires_at,
+            used=time.monotonic(),
+        )
+        self.fits.open(request, fit)
 
     def _keep(self, digest: str, plan: _Plan) -> None:
         """Keep ``check``'s allowing plan for the ``submit`` of the same request."""

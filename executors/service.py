@@ -307,6 +307,12 @@ def create_app(
                 )
             return {"job_id": site.submit(body)}
 
+    @app.post(f"{API_PREFIX}/steps")
+    def step(request: HttpRequest, body: Request) -> Release:
+        """Run the request as the next round of a fit the gate allowed and release it
+        (404 ``FitNotOpen``: no such fit, send it through ``/check`` and ``/jobs``)."""
+        return site_of(request).step(body)
+
     @app.get(f"{API_PREFIX}/jobs/{{job_id}}")
     def status(
         request: HttpRequest,

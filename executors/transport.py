@@ -23,7 +23,9 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from executors.errors import (
+    AnalysisFailed,
     DatasetNotFound,
+    FitNotOpen,
     JobNotFound,
     RequestRefused,
     SiteError,
@@ -91,6 +93,17 @@ class SiteTransport(ABC):
     def release(self, job_id: str) -> Release:
         """Ask the site's airlock to check and release the quarantined partial."""
 
+    def step(self, request: Request) -> Release:
+        """Run ``request`` as the next round of a fit the site's gate allowed, and release it
+        (:meth:`executors.node.SiteNode.step`). :class:`FitNotOpen` when the site has no such
+        fit, or when the transport has no steps (the pull transport): then use the full
+        protocol."""
+        raise FitNotOpen(
+            "this transport runs every round through the gate",
+            site=self.site,
+            request_id=request.request_id,
+        )
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the transport holds (connections, an owned site node)."""
 
@@ -126,6 +139,9 @@ class InProcessSiteTransport(SiteTransport):
     def release(self, job_id: str) -> Release:
         return _copy(self.node.release(job_id))
 
+    def step(self, request: Request) -> Release:
+        return _copy(self.node.step(_copy(request)))
+
     def close(self) -> None:
         if self._owned:
             self.node.close()
@@ -140,6 +156,8 @@ _ERRORS: dict[str, type[FedflowError]] = {
     for cls in (
         RequestRefused,
         JobNotFound,
+        FitNotOpen,
+        AnalysisFailed,
         DatasetNotFound,
         UnknownAnalysis,
         InvalidParameters,
@@ -233,6 +251,11 @@ class HttpsSiteTransport(SiteTransport):
         token = token or self._tokens.get(job_id)
         headers = {"authorization": f"Bearer {token}"} if token else {}
         return self._parse(Release, self._call("POST", f"/jobs/{job_id}/release", headers=headers))
+
+    def step(self, request: Request) -> Release:
+        release = self._parse(Release, self._call("POST", "/steps", request))
+        self._tokens[release.job_id] = request.token
+        return release
 
     def close(self) -> None:
         self._client.close()

@@ -267,10 +267,13 @@ def _federated_step(
         for site, entry in cached.items():
             outcomes[site] = replace(steps.release_outcome(site, entry.release), reused=True)
     fresh = [s for s in asked if s not in cached]
+    # A fit's later rounds are steps of the fit each site's gate allowed in an earlier round
+    # (steps.step; a site that has no open fit any more runs the round through its gate).
+    stepping = bool(analysis.iterated) and round_no is not None and round_no > 1
 
     decisions = {
         s: steps.submit_stage(pool, steps.gate_before, s, transports[s], request, policy)
-        for s in fresh
+        for s in ([] if stepping else fresh)
     }
     gate: dict[str, dict[str, Any]] = {}
     allowed = []
@@ -289,6 +292,8 @@ def _federated_step(
             outcomes[site] = SiteOutcome(site, SiteStatus.REFUSED, "gate_before", decision.reasons)
             continue
         allowed.append(site)
+    if stepping:
+        allowed = list(fresh)
     if policy.error_strategy is ErrorStrategy.TERMINATE:
         stop_on_failure(outcomes, asked, allowed, request.request_id, audit)
 
@@ -313,7 +318,15 @@ def _federated_step(
                 details={"group": spec.sites, "request_digest": request.digest()},
             )
         released = steps.run_and_release(
-            transports, request, allowed, timeout, review_timeout, outcomes, pool, policy
+            transports,
+            request,
+            allowed,
+            timeout,
+            review_timeout,
+            outcomes,
+            pool,
+            policy,
+            stepping=stepping,
         )
         for site, release in released.items():
             if release.receipt is not None:

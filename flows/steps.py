@@ -28,7 +28,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 
-from executors import AnalysisFailed, SiteTransport, SiteUnavailable
+from executors import AnalysisFailed, FitNotOpen, SiteTransport, SiteUnavailable
 from fedflow.core import FedflowError
 from fedflow.core.messages import Decision, JobState, JobStatus, Release, ReleaseOutcome, Request
 from flows.errors import ReviewPending, StageFailed, StageTimedOut
@@ -46,6 +46,7 @@ __all__ = [
     "run",
     "run_and_release",
     "stage_result",
+    "step",
     "submit_stage",
 ]
 
@@ -167,6 +168,40 @@ def gate_after(
     return release
 
 
+@task(name="step", task_run_name="step-{site}", cache_policy=NO_CACHE)
+def step(
+    site: str,
+    transport: SiteTransport,
+    request: Request,
+    timeout: float = DEFAULT_TIMEOUT,
+    review_timeout: float = DEFAULT_REVIEW_TIMEOUT,
+    policy: StepPolicy | None = None,
+) -> Release | Decision:
+    """A later round of a fit at a site: a step of the fit the site holds open
+    (:meth:`~executors.SiteTransport.step`: no pre-gate, the airlock and a verified receipt as
+    ever), or, when the site has none open (its policy changed, the token expired, it
+    restarted), the full protocol in this stage: ``gate_before``, ``run``, ``gate_after``.
+    The release, or the pre-gate's decision when it now refuses."""
+
+    def stepped() -> Release | None:
+        try:
+            release = transport.step(request)
+        except FitNotOpen:
+            return None
+        verify_release(release, transport.receipt_key, site=site, request=request)
+        return release
+
+    release = _call(policy, "step", site, request.request_id, stepped)
+    if release is not None:
+        return release
+    get_run_logger().info("%s: no open fit; the round goes through the gate", site)
+    decision = gate_before.fn(site, transport, request, policy)
+    if not decision.allowed:
+        return decision
+    job_id = run.fn(site, transport, request, timeout, policy)
+    return gate_after.fn(site, transport, job_id, request, review_timeout, policy)
+
+
 def release_outcome(site: str, release: Release, attempts: int = 1) -> SiteOutcome:
     """The outcome of a site whose airlock answered (released, suppressed, held, refused)."""
     status = {
@@ -196,23 +231,42 @@ def run_and_release(
     outcomes: dict[str, SiteOutcome],
     pool: Executor | None = None,
     policy: StepPolicy | None = None,
+    *,
+    stepping: bool = False,
 ) -> dict[str, Release]:
-    """run then gate_after at each of ``sites``; record each site's outcome; the releases."""
-    runs = {s: submit_stage(pool, run, s, transports[s], request, timeout, policy) for s in sites}
-    futures = {}
-    for site, run_future in runs.items():
-        job_id = stage_result(run_future, site, "run", outcomes)
-        if job_id is not None:
-            futures[site] = submit_stage(
-                pool, gate_after, site, transports[site], job_id, request, review_timeout, policy
-            )
+    """run then gate_after at each of ``sites`` (with ``stepping``, a later round of a fit:
+    :func:`step`); record each site's outcome; the releases."""
+    futures: dict[str, StageFuture] = {}
+    if stepping:
+        futures = {
+            s: submit_stage(pool, step, s, transports[s], request, timeout, review_timeout, policy)
+            for s in sites
+        }
+    else:
+        runs = {
+            s: submit_stage(pool, run, s, transports[s], request, timeout, policy) for s in sites
+        }
+        for site, run_future in runs.items():
+            job_id = stage_result(run_future, site, "run", outcomes)
+            if job_id is not None:
+                futures[site] = submit_stage(
+                    pool,
+                    gate_after,
+                    site,
+                    transports[site],
+                    job_id,
+                    request,
+                    review_timeout,
+                    policy,
+                )
     releases = {}
     for site, release_future in futures.items():
-        release = stage_result(release_future, site, "gate_after", outcomes)
-        if release is None:
-            continue
-        outcomes[site] = release_outcome(site, release)
-        releases[site] = release
+        release = stage_result(release_future, site, "step" if stepping else "gate_after", outcomes)
+        if isinstance(release, Decision):  # a step's pre-gate, asked again, refused
+            outcomes[site] = SiteOutcome(site, SiteStatus.REFUSED, "gate_before", release.reasons)
+        elif release is not None:
+            outcomes[site] = release_outcome(site, release)
+            releases[site] = release
     return releases
 
 

@@ -84,6 +84,11 @@ class Analysis(ABC, Generic[P]):
     version: ClassVar[str]
     output: ClassVar[OutputKind]
     params_model: ClassVar[type[Params]]
+    iterated: ClassVar[frozenset[str]] = frozenset()
+    """The parameters that change between the rounds of one fit (a model's coefficients).
+    A site whose gate allowed a round of a fit runs its later rounds, which differ only in
+    these, as light steps (:meth:`executors.node.SiteNode.step`). Empty: every request is
+    decided afresh."""
 
     @abstractmethod
     def tables(self, params: P) -> TableColumns:

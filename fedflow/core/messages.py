@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import cached_property
@@ -110,6 +110,15 @@ class Request(_Message):
         which sites allowed; the gate does not read it (the airlock checks it at release).
         """
         return self._gate_digest
+
+    def fit_digest(self, iterated: Collection[str]) -> str:
+        """Digest of what stays the same across the rounds of one fit: the request without
+        its id, nonce, time, mask group and the ``iterated`` parameters (the token included)."""
+        fixed = self.model_dump(
+            mode="json", exclude={"request_id", "nonce", "created_at", "secure"}
+        )
+        fixed["params"] = {k: v for k, v in fixed["params"].items() if k not in iterated}
+        return digest_json(fixed)
 
     @cached_property
     def _digest(self) -> str:

@@ -140,6 +140,7 @@ class CoxRound(Analysis[CoxRoundParams]):
     version = "1.0"
     output = OutputKind.COX
     params_model = CoxRoundParams
+    iterated = frozenset({"beta"})
 
     def tables(self, params: CoxRoundParams) -> TableColumns:
         declared = {t: list(c) for t, c in KaplanMeier().tables(cohort(params)).items()}

@@ -132,6 +132,7 @@ class GlmRound(Analysis[GlmRoundParams]):
     version = "1.0"
     output = OutputKind.REGRESSION
     params_model = GlmRoundParams
+    iterated = frozenset({"beta"})
 
     def tables(self, params: GlmRoundParams) -> TableColumns:
         return params.data.tables(used_columns(params))

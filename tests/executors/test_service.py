@@ -25,7 +25,7 @@ import pytest
 import yaml
 from distributed import LocalCluster
 
-from executors import JobNotFound, RequestRefused, SiteConfig, SiteUnavailable
+from executors import FitNotOpen, JobNotFound, RequestRefused, SiteConfig, SiteUnavailable
 from executors.pki import init_ca, issue
 from executors.process import SiteProcess, free_port
 from executors.service import serve
@@ -35,6 +35,7 @@ from fedflow.core.digest import digest_bytes
 from fedflow.core.messages import JobState, Release, Request, Verdict
 from fedflow.core.registry import default_registry
 from flows import QuorumNotMet, SiteStatus, connect, run_analysis
+from flows.analyses.glm_round import design_columns
 from flows.demo import (
     ALL,
     FEDERATION,
@@ -61,7 +62,21 @@ OFFSET = 987_654_321_000
 GI_BLEED = {"domain": "condition", "concept_ids": [192671], "include_descendants": True}
 SITES = (
     DemoSite("eu-hospital", "EU", 0.55, 10, ALL, release_extremes=True),
-    DemoSite("us-clinic", "US", 0.30, 11, ALL),
+    DemoSite(
+        "us-clinic",
+        "US",
+        0.30,
+        11,
+        (*ALL, "glm_round"),
+        tables={
+            **DemoSite("us-clinic", "US", 0.30, 11, ALL).tables,
+            "observation_period": [
+                "person_id",
+                "observation_period_start_date",
+                "observation_period_end_date",
+            ],
+        },
+    ),
     DemoSite("uk-registry", "UK", 0.15, 10, ("cohort_count", "characterization")),
 )
 
@@ -526,7 +541,7 @@ def test_fuzzing_from_the_openapi_document_finds_no_5xx(federation: Federated) -
     session = requests.Session()
     seen: dict[int, int] = {}
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 8
+    assert len(operations) == 9
     for operation in operations:
         for mode in schemathesis.GenerationMode:
 
@@ -590,3 +605,54 @@ def test_tokens_for_another_federation_and_other_callers_jobs_are_refused(
             "another researcher or project",
             "token rejected: wrong_audience",
         ]
+
+
+def _glm_round(fed: Federated, beta: list[float] | None, token: str | None = None) -> Request:
+    """A round of a fit of ``gi_bleed ~ age + gender`` at ``beta``."""
+    glm = default_registry().get("glm_round")
+    model = {
+        "formula": "gi_bleed ~ age + gender",
+        "family": "binomial",
+        "data": {"variables": {"gi_bleed": GI_BLEED}},
+    }
+    first = glm.parse_params(model)
+    params = first.model_dump(mode="json") | {
+        "columns": design_columns(first),
+        "fit_id": "5" * 32,
+        "beta": beta,
+    }
+    return Request(analysis=glm.ref(), params=params, dataset="omop", token=token or fed.token)
+
+
+def test_a_fit_steps_over_https_and_only_for_its_researcher(federation: Federated) -> None:
+    site = "us-clinic"
+    transport = federation.transport(site)
+    first = _glm_round(federation, None)
+    assert transport.check(first).allowed
+    job = transport.submit(first)
+    assert transport.wait(job, 120).state is JobState.QUARANTINED
+    assert transport.release(job).receipt is not None
+    step = _glm_round(federation, [-3.0, 0.01, 0.1])
+    release = transport.step(step)
+    verify_release(release, transport.receipt_key, site=site, request=step)
+    assert release.table() is not None and release.job_id != job
+    assert transport.release(release.job_id) == release  # kept at the site as any release
+    with pytest.raises(RequestRefused, match="replayed"):
+        transport.step(step)
+    key = IssuerKey.load(federation.root / "issuer" / "demo-issuer.key.pem", ISSUER)
+    mallory = issue_token(
+        key,
+        researcher="mallory@uni.example",
+        project=PROJECT,
+        purpose="research",
+        audience=FEDERATION,
+    )
+    with pytest.raises(FitNotOpen):  # 404 over the wire, the same error class here
+        federation.transport(site).step(_glm_round(federation, [0.0, 0.0, 0.0], token=mallory))
+    with federation.audit(site) as audit:
+        assert [e.event for e in audit.entries(request_id=step.request_id)] == [
+            "step.started",
+            "airlock.released",
+            "request.replayed",
+        ]
+        assert audit.verify().ok

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 import statsmodels.api as sm
 from formulaic import model_matrix
 
+from executors import SiteTransport
 from flows import SiteStatus, connect
 from flows.analyses.glm_round import GlmRound, used_columns
 from flows.analyses.glm_table import derive
@@ -116,6 +118,36 @@ def test_federated_glm_equals_pooled_statsmodels(split, make_federation, eunomia
             assert fit.sites["n"].sum() == fit.n
             if family == "binomial":
                 assert fit.sites["cases"].sum() == int(oracle.model.endog.sum())
+
+
+def test_later_rounds_are_steps_and_a_site_without_them_goes_through_its_gate(
+    make_federation, eunomia, prefect_server, monkeypatch
+):
+    """Round 1 passes every site's gate; later rounds are steps of the fit it opened, except
+    at a site whose transport has no steps (as the pull transport), which runs each round
+    through its gate; the fit is the pooled fit either way."""
+    profile, parts = make_federation(_sites(SPLITS["three"]))
+    family, formula, extra = MODELS[0]
+    oracle, _ = pooled_fit(pool(list(parts.values())), family, formula, extra)
+    with connect(profile) as federation:
+        gated = federation.transports["site-2"]
+        monkeypatch.setattr(gated, "step", functools.partial(SiteTransport.step, gated))
+        fit = fit_glm(formula, family, data=DATA, federation=federation, **extra)
+        np.testing.assert_allclose(fit.coefficients["estimate"], oracle.params, rtol=0, atol=1e-8)
+        assert fit.rounds > 2 and fit.sites["site"].to_list() == list(parts)
+        for site, transport in federation.transports.items():
+            audit = transport.node.audit  # type: ignore[attr-defined]
+            stepped = audit.entries(event="step.started")
+            checked = [
+                e for e in audit.entries(event="gate.allowed") if e.details["step"] == "check"
+            ]
+            released = audit.entries(event="airlock.released")
+            assert len(released) == fit.rounds, site
+            if site == "site-2":
+                assert not stepped and len(checked) == fit.rounds
+            else:
+                assert len(stepped) == fit.rounds - 1 and len(checked) == 1, site
+                assert {e.details["fit_job_id"] for e in stepped} == {released[0].details["job_id"]}
 
 
 def test_a_refusing_site_is_left_out_of_every_round(make_federation, eunomia, prefect_server):
