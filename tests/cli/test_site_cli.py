@@ -85,6 +85,7 @@ def test_receipt_key_is_made_once_and_openapi_lists_the_v1_api(tmp_path: Path) -
         "/v1/checkpoint",
         "/v1/check",
         "/v1/jobs",
+        "/v1/steps",
         "/v1/jobs/{job_id}",
         "/v1/jobs/{job_id}/release",
         "/v1/jobs/{job_id}/result",
