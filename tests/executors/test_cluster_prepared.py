@@ -149,12 +149,13 @@ def test_a_design_that_cannot_be_built_is_a_clear_error_and_nothing_is_kept(
     np.testing.assert_allclose(regression.matrices(partial)[0], _direct(table, None), rtol=1e-12)
 
 
-def test_rounds_hold_blas_at_one_thread_until_the_last_of_them_ends(
+def test_blas_stays_at_one_thread_until_the_last_in_process_cluster_closes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # In-process rounds run in many threads at once (the node's, and every site's in an
-    # in-process federation). BLAS's thread count is process-wide: the first round to start
-    # sets it to one and the last to end restores it, once each, however the rounds overlap.
+    # in-process federation). BLAS's thread count is process-wide: the first round sets it to
+    # one, once, whichever thread it runs in; the last in-process cluster to close restores
+    # it (restoring it from round threads after every round slowed later BLAS calls).
     import threading
 
     import executors.cluster as cluster
@@ -171,22 +172,21 @@ def test_rounds_hold_blas_at_one_thread_until_the_last_of_them_ends(
             return Limit()
 
     monkeypatch.setattr(cluster, "_blas_controller", Controller)
-    started, release = threading.Event(), threading.Event()
-
-    def round_in_another_thread() -> None:
-        with cluster._one_blas_thread():
-            started.set()
-            release.wait(10)
-
-    other = threading.Thread(target=round_in_another_thread)
-    other.start()
-    assert started.wait(10)
-    with cluster._one_blas_thread():
-        assert calls == ["blas=1"]
-    assert calls == ["blas=1"]  # the other round still runs
-    release.set()
-    other.join(10)
+    monkeypatch.setattr(cluster, "_blas_clusters", 0)
+    monkeypatch.setattr(cluster, "_blas_limit", None)
+    cluster._in_process_cluster(opened=True)
+    cluster._in_process_cluster(opened=True)
+    rounds = [threading.Thread(target=cluster._one_blas_thread) for _ in range(4)]
+    for thread in rounds:
+        thread.start()
+    for thread in rounds:
+        thread.join(10)
+    cluster._one_blas_thread()
+    assert calls == ["blas=1"]
+    cluster._in_process_cluster(opened=False)
+    assert calls == ["blas=1"]  # another in-process cluster is still open
+    cluster._in_process_cluster(opened=False)
     assert calls == ["blas=1", "restore"]
-    with cluster._one_blas_thread():
-        pass
-    assert calls == ["blas=1", "restore", "blas=1", "restore"]
+    cluster._in_process_cluster(opened=True)
+    cluster._in_process_cluster(opened=False)
+    assert calls == ["blas=1", "restore"]  # no round ran: nothing to restore
