@@ -292,8 +292,9 @@ class SiteNode:
             raise AnalysisFailed(
                 f"analysis failed: {message}", site=self.name, request_id=request.request_id
             ) from None
-        self.quarantine.put(dataclasses.replace(job, state=JobState.QUARANTINED, partial=partial))
-        return self.desk.release(job)
+        return self.desk.release_step(
+            dataclasses.replace(job, state=JobState.QUARANTINED, partial=partial)
+        )
 
     def status(self, job_id: str) -> JobStatus:
         job = self.quarantine.get(job_id)

@@ -114,6 +114,19 @@ class ReleaseDesk:
         else:
             result = self._reviewed(job, held)
             review = {"review": held.decision()}
+        return self._decided(job, result, held, review)
+
+    def release_step(self, job: Job) -> Release:
+        """Decide on the partial of a fit's step (:meth:`executors.node.SiteNode.step`), which
+        is not in quarantine yet: it is stored there once, finished. A step is never held for
+        review and never counts a cohort (the node opens no fit for those)."""
+        assert job.partial is not None and job.cohort is None
+        return self._decided(job, self._secure_refusal(job) or self._checked(job), None, {})
+
+    def _decided(
+        self, job: Job, result: AirlockResult, held: ReviewItem | None, review: dict[str, Any]
+    ) -> Release:
+        """Mask, sign, store and audit the airlock's ``result`` for ``job``."""
         result, secure = self._masked(job, result)
         payload = None if result.table is None else to_ipc(result.table)
         digests = self._digests(job, payload)
@@ -125,11 +138,14 @@ class ReleaseDesk:
         assert release.receipt is not None
         issued = release.receipt.issued_at.isoformat()
         refused = release.outcome is ReleaseOutcome.REFUSED
-        self.quarantine.update(
-            job_id,
-            state=JobState.REFUSED if refused else JobState.RELEASED,
-            release=release,
-            cohort=None,  # the ids are kept only while the release is undecided
+        job_id = job.job_id
+        self.quarantine.put(
+            dataclasses.replace(
+                job,
+                state=JobState.REFUSED if refused else JobState.RELEASED,
+                release=release,
+                cohort=None,  # the ids are kept only while the release is undecided
+            )
         )
         cohort: dict[str, Any] = {}
         if job.cohort is not None and self.policy.differencing.enabled:
