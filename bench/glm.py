@@ -20,12 +20,13 @@ Run ``python bench/glm.py`` (the grid below; ``--sites 3 10 --rows 100000`` for 
 3. **Stages** (``--stages``): one fit's rounds driven straight through the site transports,
    site after site, without Prefect: the seconds each site spends per round in the pre-gate
    (``check``), in ``submit`` (which runs the gate again and queues the job), waiting for the
-   job (Dask and the arithmetic) and in ``release`` (airlock, receipt). Where a round's time
-   goes.
+   job (Dask and the arithmetic) and in ``release`` (airlock, receipt), then in the ``step``
+   that replaces the four in a fit's later rounds (the same round again, gated once per fit).
+   Where a round's time goes.
 4. **Orchestration** (``--orchestration``): one fit's rounds as the ordinary federated step
-   inside one flow, with the sites' stages in threads (as ``fit_glm`` runs them) or as a
-   Prefect task run each (as before), with secure aggregation on (the default) or off: the
-   median seconds per round of each.
+   (every round through the whole protocol, no steps) inside one flow, with the sites' stages
+   in threads or as a Prefect task run each, with secure aggregation on (the default) or
+   off: the median seconds per round of each.
 5. **Eunomia** (``--eunomia``): the GI-bleeding model over 3 and 10 OMOP sites.
 """
 
@@ -229,7 +230,8 @@ def federated_grid_point(sites: int, rows: int, repeats: int) -> dict[str, Any]:
 
 
 def _bytes_exchanged(federation: Any, fit: Any, formula: str, data: dict[str, Any]) -> int:
-    """Requests sent (three calls per site and round carry one) and statistics released."""
+    """Requests sent (the pre-gate and the submit of round 1, then one step a round, carry one
+    each) and statistics released."""
     from fedflow.core.messages import Request
 
     analysis, raw = round_params()
@@ -240,7 +242,7 @@ def _bytes_exchanged(federation: Any, fit: Any, formula: str, data: dict[str, An
     for outcome in fit.outcomes:
         release = federation.transports[outcome.site].release(outcome.job_id or "")
         released += len(release.model_dump_json())
-    return fit.rounds * (len(fit.outcomes) * 2 * request_bytes + released)
+    return len(fit.outcomes) * (fit.rounds + 1) * request_bytes + fit.rounds * released
 
 
 def arithmetic(rows: int, sites: int) -> dict[str, Any]:
@@ -292,13 +294,20 @@ def arithmetic(rows: int, sites: int) -> dict[str, Any]:
 
 
 def stages(sites: int, rows: int, rounds: int = 5) -> dict[str, Any]:
-    """Per site and round: seconds in check, submit, the job and release (median over rounds)."""
+    """Per site and round: seconds in check, submit, the job and release, and in the one call
+    that replaces them in a fit's later rounds, ``step`` (median over rounds)."""
     from fedflow.core import regression
     from fedflow.core.messages import Request
     from flows import connect
 
     analysis, raw = round_params()
-    spent: dict[str, list[float]] = {"check": [], "submit": [], "job": [], "release": []}
+    spent: dict[str, list[float]] = {
+        "check": [],
+        "submit": [],
+        "job": [],
+        "release": [],
+        "step": [],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         profile = build_sites(Path(tmp), simulate(rows), sites)
         with connect(profile) as federation:
@@ -323,8 +332,12 @@ def stages(sites: int, rows: int, rounds: int = 5) -> dict[str, Any]:
                     t3 = time.perf_counter()
                     partials.append(transport.release(job).table())
                     t4 = time.perf_counter()
-                    for key, took in zip(spent, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
-                        totals[key] += took
+                    fresh = {"request_id": uuid.uuid4().hex, "nonce": uuid.uuid4().hex}
+                    transport.step(request.model_copy(update=fresh))
+                    t5 = time.perf_counter()
+                    took = (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)
+                    for key, seconds in zip(spent, took, strict=True):
+                        totals[key] += seconds
                 if round_no > 0:  # the first round also prepares the designs
                     for key in spent:
                         spent[key].append(totals[key] / sites)
