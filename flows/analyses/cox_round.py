@@ -140,7 +140,9 @@ class CoxRound(Analysis[CoxRoundParams]):
     version = "1.0"
     output = OutputKind.COX
     params_model = CoxRoundParams
-    iterated = frozenset({"beta"})
+    iterated = frozenset({"beta", "center"})
+    """The coefficients, and the centre the flow sets once after round 1 (the same at every
+    site): a fit's later rounds run as steps at each site (:mod:`executors.fits`)."""
 
     def tables(self, params: CoxRoundParams) -> TableColumns:
         declared = {t: list(c) for t, c in KaplanMeier().tables(cohort(params)).items()}

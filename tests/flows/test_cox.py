@@ -31,6 +31,7 @@ from flows.demo import ALL, DemoSite, build_demo, pool, split_by_person
 from flows.errors import FlowError
 from flows.strategy import ErrorStrategy, StepPolicy
 from governance.airlock import Outcome, check
+from governance.audit import AuditLog
 from tests.transports import wrap
 
 pytestmark = pytest.mark.integration
@@ -115,6 +116,27 @@ def test_federated_cox_equals_pooled_breslow(fit: CoxFit, federation: Federation
     assert (fit.n, fit.events) == (len(frame), int(frame["event"].sum()))
     assert fit.sites["n"].sum() == fit.n and fit.sites["events"].sum() == fit.events
     assert fit.loglik > fit.loglik_null
+
+
+def test_the_gate_decides_once_per_fit_and_later_rounds_are_steps(
+    fit: CoxFit, federation: Federation
+) -> None:
+    root = federation[0].parent
+    for site in ("site-0", "site-1", "site-2", "strict"):
+        with AuditLog(root / "sites" / site / "state" / "audit.db", site=site) as audit:
+            ours = [
+                e for e in audit.entries() if e.request_id in fit.request_ids and e.event in WATCHED
+            ]
+        gates = [e for e in ours if e.event == "gate.allowed" and e.details["step"] == "check"]
+        steps = [e for e in ours if e.event == "step.started"]
+        if site == "strict":  # refused in round 1 by its airlock, never asked again
+            assert (len(gates), len(steps)) == (1, 0)
+        else:
+            assert (len(gates), len(steps)) == (1, fit.rounds - 1), site
+            assert [e.details["round"] for e in steps] == list(range(2, fit.rounds + 1))
+
+
+WATCHED = {"gate.allowed", "step.started"}
 
 
 def test_a_site_with_too_few_events_is_refused_and_not_asked_again(fit: CoxFit) -> None:
