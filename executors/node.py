@@ -30,7 +30,9 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -146,6 +148,8 @@ class SiteNode:
         self._checked: OrderedDict[str, _Checked] = OrderedDict()
         self._checked_lock = threading.Lock()
         self.fits = OpenFits()
+        self._steps = 0
+        self._steps_lock = threading.Lock()
         self._stopping = False
         for job in interrupted:
             self._audit(job.request, "job.failed", job_id=job.job_id, error="interrupted")
@@ -185,8 +189,22 @@ class SiteNode:
         )
 
     def running_jobs(self) -> int:
-        """How many jobs are running now."""
-        return sum(1 for event in list(self._done.values()) if not event.is_set())
+        """How many jobs are running now (steps a site service admitted included)."""
+        running = sum(1 for event in list(self._done.values()) if not event.is_set())
+        with self._steps_lock:
+            return running + self._steps
+
+    @contextmanager
+    def step_running(self) -> Iterator[None]:
+        """Count a step as a running job for the block (a site service admits steps under the
+        same limit as jobs; :meth:`step` itself does not count)."""
+        with self._steps_lock:
+            self._steps += 1
+        try:
+            yield
+        finally:
+            with self._steps_lock:
+                self._steps -= 1
 
     def check(self, request: Request) -> Decision:
         """The pre-gate: decide on ``request`` and audit the decision."""
@@ -229,8 +247,9 @@ class SiteNode:
         same policy and an unexpired token. Then no gate runs again: the nonce is checked, the
         parameters are validated, the analysis runs on the site's cluster and its partial
         goes through the airlock (masks and signed receipt included), as any job's. Audited
-        as ``step.started`` and the airlock's decision. :class:`FitNotOpen` when there is no
-        such fit: the caller sends the request through the full protocol instead.
+        as ``step.started`` and the airlock's decision. :class:`FitNotOpen` (audited as
+        ``step.not_open``) when there is no such fit: the caller sends the request through the
+        full protocol instead.
         """
         if self._stopping:
             raise SiteUnavailable(
@@ -242,6 +261,7 @@ class SiteNode:
             analysis = None
         fit = None if analysis is None else self.fits.find(request, analysis, self.policy)
         if analysis is None or fit is None:
+            self._audit(request, "step.not_open", analysis=str(request.analysis))
             raise FitNotOpen(
                 "no open fit for this request at this site: send it through the gate",
                 site=self.name,

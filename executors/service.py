@@ -47,7 +47,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -298,20 +298,30 @@ def create_app(
         """Re-check the request and run it into quarantine; returns the job id at once."""
         site = site_of(request)
         with submit_lock:
-            if site.running_jobs() >= limits.max_running_jobs:
-                raise SiteUnavailable(
-                    f"{limits.max_running_jobs} job(s) already running; retry later",
-                    site=site.name,
-                    request_id=body.request_id,
-                    reason="busy",
-                )
+            admit(site, body)
             return {"job_id": site.submit(body)}
 
     @app.post(f"{API_PREFIX}/steps")
     def step(request: HttpRequest, body: Request) -> Release:
         """Run the request as the next round of a fit the gate allowed and release it
-        (404 ``FitNotOpen``: no such fit, send it through ``/check`` and ``/jobs``)."""
-        return site_of(request).step(body)
+        (404 ``FitNotOpen``: no such fit, send it through ``/check`` and ``/jobs``). A step
+        counts as a running job while it runs: 429 beyond ``max_running_jobs``."""
+        site = site_of(request)
+        with ExitStack() as running:
+            with submit_lock:
+                admit(site, body)
+                running.enter_context(site.step_running())
+            return site.step(body)
+
+    def admit(site: SiteNode, body: Request) -> None:
+        """Refuse a job or step while ``max_running_jobs`` run (call under ``submit_lock``)."""
+        if site.running_jobs() >= limits.max_running_jobs:
+            raise SiteUnavailable(
+                f"{limits.max_running_jobs} job(s) already running; retry later",
+                site=site.name,
+                request_id=body.request_id,
+                reason="busy",
+            )
 
     @app.get(f"{API_PREFIX}/jobs/{{job_id}}")
     def status(

@@ -155,7 +155,7 @@ def test_what_the_gate_decided_on_cannot_change_in_a_step(site: SiteNode) -> Non
     for what, request in changed.items():
         with pytest.raises(FitNotOpen):
             site.step(request)
-        assert events(site, request.request_id) == [], what  # nothing ran
+        assert events(site, request.request_id) == ["step.not_open"], what  # nothing ran
     assert site.step(round_request(site, BETA)).outcome is ReleaseOutcome.RELEASED
 
 
@@ -212,3 +212,50 @@ def test_no_fit_opens_where_the_custodian_reviews_every_release(tmp_path: Path, 
         assert len(node.fits) == 0
         with pytest.raises(FitNotOpen):
             node.step(round_request(node, BETA))
+
+
+def test_a_site_service_counts_running_steps_against_its_job_limit(
+    site: SiteNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step runs in the service's request thread: it counts as a running job, so steps
+    cannot run past ``max_running_jobs`` (429, as a submit would get)."""
+    import threading
+
+    from starlette.testclient import TestClient
+
+    from executors.config import ServiceConfig
+    from executors.service import create_app
+
+    full_round(site, round_request(site))
+    entered, go = threading.Event(), threading.Event()
+    step = site.step
+
+    def slow_step(request: Request) -> Release:
+        entered.set()
+        go.wait(30)
+        return step(request)
+
+    monkeypatch.setattr(site, "step", slow_step)
+    app = create_app(site, ServiceConfig(max_running_jobs=1))
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        answers: list[int] = []
+
+        def post(request: Request) -> None:
+            body = request.model_dump_json()
+            answer = client.post("/v1/steps", content=body, headers=JSON)
+            answers.append(answer.status_code)
+
+        first = threading.Thread(target=post, args=(round_request(site, BETA),))
+        first.start()
+        assert entered.wait(30)
+        assert site.running_jobs() == 1
+        busy = client.post(
+            "/v1/steps", content=round_request(site, BETA).model_dump_json(), headers=JSON
+        )
+        assert busy.status_code == 429 and busy.json()["error"] == "SiteUnavailable"
+        go.set()
+        first.join(30)
+        assert answers == [200] and site.running_jobs() == 0
+
+
+JSON = {"content-type": "application/json"}
