@@ -26,9 +26,27 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fedflow.core import Analysis, TableColumns
+from fedflow.core.controls import Control
 from fedflow.core.messages import Decision, Request
 
 __all__ = ["IDLE", "KEPT", "OpenFit", "OpenFits"]
+
+__controls__ = (
+    Control(
+        "NIST AC-3",
+        "A fit's later round runs without a new pre-gate decision only as a step of a round the "
+        "gate allowed: the same token, analysis, code, dataset and parameters but the "
+        "coefficients, under the same policy object, before the token expires and within 10 "
+        "idle minutes; anything else goes through the gate again. Every step still passes the "
+        "replay guard and the airlock, and is audited.",
+        tests=(
+            "tests/executors/test_node_fits.py::test_what_the_gate_decided_on_cannot_change_in_a_step",
+            "tests/executors/test_node_fits.py::test_a_reloaded_policy_or_an_expired_token_closes_the_fit",
+            "tests/executors/test_node_fits.py::test_a_replayed_or_invalid_step_is_refused_and_audited",
+            "tests/executors/test_service.py::test_a_fit_steps_over_https_and_only_for_its_researcher",
+        ),
+    ),
+)
 
 IDLE = 600.0
 """Seconds after its last round that a fit stays open."""

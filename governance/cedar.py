@@ -15,11 +15,13 @@ decision returns the ids of the policies that decided it. Cedar ignores a policy
 evaluation fails, which would let a ``forbid`` fail open: here any evaluation error denies.
 
 The engine remembers its decisions (:meth:`CedarEngine.recall`, :meth:`CedarEngine.remember`):
-the pre-gate asks the same questions at ``check`` and ``submit`` and again in every round of a
-fit. An answer is kept for at most :data:`DECISION_TTL` seconds, :data:`DECISIONS_KEPT` at most,
-for the very policy object that asked (a reloaded policy never reuses one) and under a key
-made of every fact the decision reads; Cedar has no clock, so an answer depends on nothing
-else. Expiry of the token or of a visa is checked before Cedar is asked, at every request.
+the pre-gate asks the same questions at ``check`` and ``submit``, and again for a fit's round
+that goes through the gate (a later round is a step of the fit it allowed,
+:mod:`executors.fits`). An answer is kept for at most :data:`DECISION_TTL` seconds,
+:data:`DECISIONS_KEPT` at most, for the very policy object that asked (a reloaded policy
+never reuses one) and under a key made of every fact the decision reads; Cedar has no
+clock, so an answer depends on nothing else. Expiry of the token or of a visa is checked
+before Cedar is asked, at every request.
 
 Why Cedar: a small, analysable language with a schema validator, default deny and
 "forbid wins", deterministic, and embeddable in-process (``cedarpy`` wraps the Rust

@@ -95,7 +95,8 @@ __controls__ = (
         "NIST AC-3",
         "Every request is decided by Cedar over the policies compiled from the site's YAML, its "
         "jurisdiction preset and the custodian's own Cedar, validated against a schema when the "
-        "site starts; each decision names the policies that decided it and is audited.",
+        "site starts (a fit's later round by the decision on the round it continues: "
+        "executors.fits); each decision names the policies that decided it and is audited.",
         tests=(
             "tests/governance/test_cedar.py::test_a_custodian_forbid_refuses_with_its_id_and_reason",
             "tests/governance/test_cedar.py::test_a_site_with_an_invalid_policy_refuses_to_start",
