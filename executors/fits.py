@@ -25,9 +25,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from executors.catalogue import Dataset
 from fedflow.core import Analysis, TableColumns
 from fedflow.core.controls import Control
 from fedflow.core.messages import Decision, Request
+from governance.policy import SitePolicy
 
 __all__ = ["IDLE", "KEPT", "OpenFit", "OpenFits"]
 
@@ -62,10 +64,9 @@ class OpenFit:
     """The job whose request opened the fit."""
     decision: Decision
     analysis: Analysis[Any]
-    dataset: Any
-    """The catalogue's dataset (:class:`executors.catalogue.Dataset`)."""
+    dataset: Dataset
     tables: TableColumns
-    policy: object
+    policy: SitePolicy
     """The policy object the decision was made under."""
     expires_at: datetime
     """When the token the decision was made for expires."""
@@ -92,7 +93,7 @@ class OpenFits:
             while len(self._fits) > self._kept:
                 self._fits.popitem(last=False)
 
-    def find(self, request: Request, analysis: Analysis[Any], policy: object) -> OpenFit | None:
+    def find(self, request: Request, analysis: Analysis[Any], policy: SitePolicy) -> OpenFit | None:
         """The open fit ``request`` (of ``analysis``) is a later round of, counted as used;
         None when there is none, or when it may no longer stand (policy changed, token
         expired, idle too long): then it is closed."""

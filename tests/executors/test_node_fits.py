@@ -3,6 +3,7 @@ sends it back through the gate."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -259,3 +260,29 @@ def test_a_site_service_counts_running_steps_against_its_job_limit(
 
 
 JSON = {"content-type": "application/json"}
+
+
+def test_open_fits_keep_the_most_recently_used_and_close_idle_ones(site: SiteNode) -> None:
+    """OpenFits alone: at most ``kept`` fits (least recently used out first), none idle past
+    ``idle`` seconds."""
+    import time
+
+    from executors.fits import OpenFits
+
+    full_round(site, round_request(site))
+    opened = next(iter(site.fits._fits.values()))
+
+    def request(fit: str) -> Request:
+        return round_request(site, params=raw_params(BETA, fit_id=fit * 32))
+
+    fits = OpenFits(kept=2)
+    for name in "abc":
+        fits.open(request(name), dataclasses.replace(opened, used=time.monotonic()))
+    assert len(fits) == 2
+    assert fits.find(request("a"), GLM, site.policy) is None  # the oldest went
+    assert fits.find(request("b"), GLM, site.policy) is not None
+    fits.open(request("d"), dataclasses.replace(opened, used=time.monotonic()))
+    assert fits.find(request("c"), GLM, site.policy) is None  # b was used since: c went
+    idle = OpenFits(idle=0.0)
+    idle.open(request("e"), dataclasses.replace(opened, used=time.monotonic() - 1))
+    assert idle.find(request("e"), GLM, site.policy) is None and len(idle) == 0
