@@ -12,8 +12,10 @@ the attempts. Without one, a stage makes one attempt and raises the site's own e
 :func:`submit_stage` starts a stage as its own task run, or, given a thread pool, inside the
 caller's task run (a fit's round runs many steps; one task run per round is cheaper);
 :func:`stage_result` turns a stage's failure into the site's outcome; :func:`run_and_release`
-runs ``run`` then ``gate_after`` at a set of sites (a step runs it again with the sites that
-delivered when a member of a secure-aggregation group drops out).
+runs ``run`` then ``gate_after`` at a set of sites, or :func:`step` in a fit's later rounds (a
+step of the fit the site's gate allowed, or the whole protocol where the site has none open);
+a federated step runs it again with the sites that delivered when a member of a
+secure-aggregation group drops out.
 """
 
 from __future__ import annotations
