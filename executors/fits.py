@@ -73,6 +73,8 @@ class OpenFit:
     used: float
     """``time.monotonic()`` of the fit's last round."""
     rounds: int = 1
+    """Rounds run so far: the gate's, and the steps the site ran (:meth:`OpenFits.find` does
+    not count one: the node does, once the step passed the replay guard)."""
 
 
 class OpenFits:
@@ -94,7 +96,7 @@ class OpenFits:
                 self._fits.popitem(last=False)
 
     def find(self, request: Request, analysis: Analysis[Any], policy: SitePolicy) -> OpenFit | None:
-        """The open fit ``request`` (of ``analysis``) is a later round of, counted as used;
+        """The open fit ``request`` (of ``analysis``) is a later round of, marked as used;
         None when there is none, or when it may no longer stand (policy changed, token
         expired, idle too long): then it is closed."""
         if not analysis.iterated:
@@ -113,7 +115,6 @@ class OpenFits:
                 del self._fits[key]
                 return None
             fit.used = now
-            fit.rounds += 1
             self._fits.move_to_end(key)
             return fit
 

@@ -273,6 +273,7 @@ class SiteNode:
             raise RequestRefused(
                 stale, reasons=(stale,), site=self.name, request_id=request.request_id
             )
+        fit.rounds += 1
         try:
             params = self.policy.answered_params(analysis.parse_params(request.params))
         except FedflowError as exc:

@@ -123,6 +123,10 @@ def test_a_replayed_or_invalid_step_is_refused_and_audited(site: SiteNode) -> No
     with pytest.raises(RequestRefused, match="replayed"):
         site.step(step)
     assert events(site, step.request_id)[-1] == "request.replayed"
+    after = round_request(site, BETA)
+    site.step(after)  # a refused replay is not a round of the fit
+    started = site.audit.entries(request_id=after.request_id, event="step.started")
+    assert started[0].details["round"] == 3
     bad = round_request(site, [1.0, float("nan"), 2.0])
     bad = bad.model_copy(update={"params": raw_params([1.0, 2.0])})  # one value short
     with pytest.raises(InvalidParameters) as caught:
