@@ -62,7 +62,9 @@ def _direct(table: pa.Table, beta: list[float] | None) -> np.ndarray:
 def cluster(request: pytest.FixtureRequest) -> Any:
     processes = request.param == "processes"
     config = DaskConfig(partitions=3, processes=processes, threads_per_worker=1)
-    site = SiteCluster(config, name="prepared", prepared_ttl=1.0)
+    # Short enough for the eviction test to see entries go; long enough that a loaded machine
+    # does not evict them between two runs of another test (1 s did, once in CI).
+    site = SiteCluster(config, name="prepared", prepared_ttl=3.0)
     # In-process workers share the node's memory: the node keeps the partitions itself.
     assert ("node" in site.prepared_stats()) is not processes
     yield site
@@ -122,8 +124,8 @@ def test_a_changed_dataset_does_not_reuse_the_design_and_idle_ones_are_evicted(
     partial = cluster.run(analysis, params, dataset, analysis.tables(params))
     assert _totals(cluster)["misses"] == misses + 3
     np.testing.assert_allclose(regression.matrices(partial)[0], _direct(changed, beta), rtol=1e-12)
-    # Unused for longer than the time to live (1 s here): the workers drop every entry.
-    deadline = time.monotonic() + 10
+    # Unused for longer than the time to live (3 s here): the workers drop every entry.
+    deadline = time.monotonic() + 15
     while _totals(cluster)["entries"] and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _totals(cluster)["entries"] == 0
