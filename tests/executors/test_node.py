@@ -26,6 +26,7 @@ from flows.analyses.cohort_count import CohortCount
 from flows.demo import ALL, FEDERATION, ISSUER, DemoSite, build_demo
 from governance.identity import IssuerKey, issue_token
 from governance.policy import SitePolicy
+from tests.one_site import one_site
 
 pytestmark = pytest.mark.integration
 
@@ -36,11 +37,10 @@ GI_BLEED = {"domain": "condition", "concept_ids": [192671], "include_descendants
 def site(tmp_path: Path, eunomia):  # type: ignore[no-untyped-def]
     """One site holding all of Eunomia, allowing cohort_count and characterization only."""
     spec = DemoSite("test-site", "EU", 1.0, 10, ("cohort_count", "characterization"))
-    profile = build_demo(tmp_path, [eunomia], sites=[spec])
-    config = SiteConfig.load(tmp_path / "sites" / "test-site" / "site.yaml")
+    config, token = one_site(tmp_path, eunomia, spec)
     with SiteNode(config) as node:
-        node.token = (tmp_path / "researcher.token").read_text().strip()  # type: ignore[attr-defined]
-        node.root = profile.parent  # type: ignore[attr-defined]
+        node.token = token  # type: ignore[attr-defined]
+        node.root = tmp_path  # type: ignore[attr-defined]
         yield node
 
 
@@ -189,12 +189,10 @@ class Exploding(CohortCount):
 
 def test_a_failing_analysis_fails_its_job_without_leaking_values(tmp_path: Path, eunomia):
     spec = DemoSite("fail-site", "EU", 1.0, 10, ("cohort_count",))
-    build_demo(tmp_path, [eunomia], sites=[spec])
-    policy = tmp_path / "sites" / "fail-site" / "policy.yaml"
+    config, token = one_site(tmp_path, eunomia, spec)
+    policy = config.policy
     policy.write_text(policy.read_text().replace("- name: cohort_count", "- name: exploding"))
     registry = AnalysisRegistry((Exploding,))
-    token = (tmp_path / "researcher.token").read_text().strip()
-    config = SiteConfig.load(tmp_path / "sites" / "fail-site" / "site.yaml")
     with SiteNode(config, registry=registry) as node:
         with pytest.raises(JobNotFound):
             node.release("no-such-job")

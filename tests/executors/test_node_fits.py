@@ -11,15 +11,16 @@ from typing import Any
 import pytest
 import yaml
 
-from executors import FitNotOpen, RequestRefused, SiteConfig, SiteNode
+from executors import FitNotOpen, RequestRefused, SiteNode
 from fedflow.core import InvalidParameters
 from fedflow.core.messages import Release, ReleaseOutcome, Request
 from fedflow.core.registry import default_registry
 from flows.analyses.glm_round import design_columns
-from flows.demo import FEDERATION, ISSUER, DemoSite, build_demo
+from flows.demo import FEDERATION, ISSUER, DemoSite
 from governance.identity import IssuerKey, issue_token
 from governance.policy import SitePolicy
 from governance.receipts import verify_release
+from tests.one_site import one_site
 
 pytestmark = pytest.mark.integration
 
@@ -54,11 +55,10 @@ FIT_ID = "0" * 32
 def site(tmp_path: Path, eunomia):  # type: ignore[no-untyped-def]
     """One site holding all of Eunomia that allows glm_round."""
     spec = DemoSite("fit-site", "EU", 1.0, 10, ("glm_round",), tables=TABLES)
-    profile = build_demo(tmp_path, [eunomia], sites=[spec])
-    config = SiteConfig.load(tmp_path / "sites" / "fit-site" / "site.yaml")
+    config, token = one_site(tmp_path, eunomia, spec)
     with SiteNode(config) as node:
-        node.token = (tmp_path / "researcher.token").read_text().strip()  # type: ignore[attr-defined]
-        node.root = profile.parent  # type: ignore[attr-defined]
+        node.token = token  # type: ignore[attr-defined]
+        node.root = tmp_path  # type: ignore[attr-defined]
         yield node
 
 
@@ -204,13 +204,12 @@ def test_a_reloaded_policy_or_an_expired_token_closes_the_fit(site: SiteNode) ->
 
 def test_no_fit_opens_where_the_custodian_reviews_every_release(tmp_path: Path, eunomia) -> None:  # type: ignore[no-untyped-def]
     spec = DemoSite("review-site", "EU", 1.0, 10, ("glm_round",), tables=TABLES)
-    build_demo(tmp_path, [eunomia], sites=[spec])
-    config = SiteConfig.load(tmp_path / "sites" / "review-site" / "site.yaml")
+    config, token = one_site(tmp_path, eunomia, spec)
     raw = yaml.safe_load(config.policy.read_text())
     raw["review"] = {"analyses": ["glm_round"]}
     config.policy.write_text(yaml.safe_dump(raw))
     with SiteNode(config) as node:
-        node.token = (tmp_path / "researcher.token").read_text().strip()  # type: ignore[attr-defined]
+        node.token = token  # type: ignore[attr-defined]
         request = round_request(node)
         assert node.check(request).allowed
         node.submit(request)

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from executors import JobNotFound, SiteConfig, SiteNode
+from executors import JobNotFound, SiteNode
 from fedflow.cli.site import app as site_app
 from fedflow.core.messages import JobState, Request
 from fedflow.core.registry import default_registry
-from flows.demo import DemoSite, build_demo
+from flows.demo import DemoSite
 from governance.receipts import verify_release
+from tests.one_site import one_site
 from tests.quarantined import age
 
 pytestmark = pytest.mark.integration
@@ -27,9 +28,7 @@ def test_jobs_survive_a_restart_and_interrupted_ones_are_marked_failed(
     eunomia,  # type: ignore[no-untyped-def]
 ) -> None:
     spec = DemoSite("restart-site", "EU", 1.0, 10, ("cohort_count",))
-    build_demo(tmp_path, [eunomia], sites=[spec])
-    config = SiteConfig.load(tmp_path / "sites" / spec.name / "site.yaml")
-    token = (tmp_path / "researcher.token").read_text().strip()
+    config, token = one_site(tmp_path, eunomia, spec)
 
     def request() -> Request:
         ref = default_registry().get("cohort_count").ref()
