@@ -1,11 +1,11 @@
 """Benchmark a site's quarantine over many jobs: memory held, and the time a restart takes.
 
 One in-process site of a 10-site federation (the GLM bench's simulated data, 2,000 rows)
-runs ``--jobs`` masked GLM rounds, each checked, submitted, waited for and released as a fit
-round is, in a fresh process. It records the growth of the process's resident set over the jobs
-(after a garbage collection, so what stays held), the files the quarantine keeps, and how long a new
-:class:`~executors.SiteNode` on the same state folder takes to start (reading back the jobs
-its quarantine holds open).
+runs ``--jobs`` masked GLM rounds, each checked, submitted, waited for and released through
+the whole protocol (as a fit's first round is), in a fresh process. It records the growth of
+the process's resident set over the jobs (after a garbage collection, so what stays held),
+the files the quarantine keeps, and how long a new :class:`~executors.SiteNode` on the same
+state folder takes to start (reading back the jobs its quarantine holds open).
 
 Run ``python bench/quarantine.py [--jobs 2000 4000]``; it prints the figures and writes
 ``bench/results/quarantine.json``.
