@@ -213,6 +213,10 @@ class Design:
     """log(y!) for a Poisson outcome, else None."""
     totals: dict[str, float | int]
     """n, weight_sum, log_weight_sum, y_sum, y_zero and y_one."""
+    unit_weights: bool
+    """Every prior weight is 1 (the rounds then skip multiplying by them)."""
+    has_offset: bool
+    """Some offset is not 0."""
 
     @classmethod
     def build(
@@ -236,6 +240,8 @@ class Design:
                 "y_zero": int(np.count_nonzero(y == 0)),
                 "y_one": int(np.count_nonzero(y == 1)),
             },
+            unit_weights=bool(np.all(weights == 1)),
+            has_offset=bool(np.any(offset != 0)),
         )
 
     @property
@@ -262,19 +268,29 @@ def irls_statistics(
     """
     if design is None:
         design = Design.build(family, x, y, offset, weights)
+    unit = design.unit_weights
     if beta is None:  # start from the data, as statsmodels and R do
         mu = _START[family](y)
         eta = _LINK[family](mu)
     else:
         eta = x @ beta
-        eta += offset
+        if design.has_offset:
+            eta += offset
         mu = _INVERSE[family](eta)
     # For a canonical link dmu/deta is the variance function, so W = w * V(mu) and
     # W z = W (eta - offset) + w (y - mu), which stays finite as mu nears 0 or 1.
     variance = _VARIANCE[family](mu)
-    working_weights = weights * variance
-    with np.errstate(divide="ignore", invalid="ignore"):
-        working = np.where(working_weights > 0, (eta - offset) + (y - mu) / variance, 0.0)
+    working_weights = variance if unit else weights * variance
+    if beta is None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            working = np.where(working_weights > 0, (eta - offset) + (y - mu) / variance, 0.0)
+        xtwx, xtwz = regression.weighted_gram(x, working_weights, working)
+    else:
+        # At given coefficients eta - offset = X beta, so XᵀWz = (XᵀWX) beta + Xᵀ w (y - mu):
+        # the score, with no working response to form.
+        residual = y - mu if unit else weights * (y - mu)
+        xtwx = regression.gram(x, working_weights)
+        xtwz = xtwx @ beta + x.T @ residual
     if family == "gaussian":
         deviance = float(np.sum(weights * (y - mu) ** 2))
         loglik = 0.0
@@ -289,7 +305,6 @@ def irls_statistics(
         log_mu = np.log(mu)
         loglik = float(np.sum(weights * (y * log_mu - mu - design.log_factorial)))
         deviance = float(2 * np.sum(weights * (y * (log_y - log_mu) - (y - mu))))
-    xtwx, xtwz = regression.weighted_gram(x, working_weights, working)
     return regression.from_gram(
         family,
         columns,
