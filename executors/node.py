@@ -247,7 +247,8 @@ class SiteNode:
         same policy and an unexpired token. Then no gate runs again: the nonce is checked, the
         parameters are validated, the analysis runs on the site's cluster and its partial
         goes through the airlock (masks and signed receipt included), as any job's. Audited
-        as ``step.started`` and the airlock's decision. :class:`FitNotOpen` (audited as
+        as ``step.started`` and the airlock's decision; the release carries the site's signed
+        audit head after them (:attr:`Release.checkpoint`). :class:`FitNotOpen` (audited as
         ``step.not_open``) when there is no such fit: the caller sends the request through the
         full protocol instead.
         """
@@ -313,9 +314,10 @@ class SiteNode:
             raise AnalysisFailed(
                 f"analysis failed: {message}", site=self.name, request_id=request.request_id
             ) from None
-        return self.desk.release_step(
+        release = self.desk.release_step(
             dataclasses.replace(job, state=JobState.QUARANTINED, partial=partial)
         )
+        return release.model_copy(update={"checkpoint": self.checkpoint(request.request_id)})
 
     def status(self, job_id: str) -> JobStatus:
         job = self.quarantine.get(job_id)

@@ -372,7 +372,7 @@ def _federated_step(
         outcomes = {s: replace(o, round=round_no) for s, o in outcomes.items()}
     ordered = [outcomes[s] for s in asked]
     records = _checkpoint_sites(
-        session, request.request_id, [o.site for o in ordered if _answered(o)], pool
+        session, request.request_id, [o.site for o in ordered if _answered(o)], pool, released
     )
     records += [
         AuditRecord(
@@ -504,11 +504,15 @@ def _audit_request(
 
 
 def _checkpoint_sites(
-    session: FederationSession, request_id: str, sites: list[str], pool: Executor | None
+    session: FederationSession,
+    request_id: str,
+    sites: list[str],
+    pool: Executor | None,
+    released: Mapping[str, Release],
 ) -> list[AuditRecord]:
-    """The signed audit head of each site that answered, fetched concurrently (with ``pool``),
-    as the audit records to append, so a later rewrite of a site's log is detectable (a site
-    that failed is not asked again).
+    """The signed audit head of each site that answered, as the audit records to append, so a
+    later rewrite of a site's log is detectable: the one a fit's step carried in its release,
+    else fetched now, concurrently (with ``pool``; a site that failed is not asked again).
 
     The checkpoint must be signed by the site's pinned receipt key for this request; one that
     is not is refused and the refusal audited (``site.checkpoint_refused``).
@@ -516,9 +520,13 @@ def _checkpoint_sites(
 
     def one(site: str) -> AuditRecord:
         transport = session.transports[site]
+        carried = released[site].checkpoint if site in released else None
         try:
             checkpoint = verify_checkpoint(
-                transport.checkpoint(request_id), transport.receipt_key, site=site, nonce=request_id
+                carried or transport.checkpoint(request_id),
+                transport.receipt_key,
+                site=site,
+                nonce=request_id,
             )
         except CheckpointInvalid as exc:
             refused = {"error": exc.message, "reason": exc.reason}
@@ -532,7 +540,7 @@ def _checkpoint_sites(
         }
         return AuditRecord("site.checkpoint", site, request_id, details)
 
-    if pool is None:
+    if pool is None or all(site in released and released[site].checkpoint for site in sites):
         return [one(site) for site in sites]
     futures = [pool.submit(contextvars.copy_context().run, one, site) for site in sites]
     return [f.result() for f in futures]

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography.exceptions import InvalidSignature
-from pydantic import BaseModel, ConfigDict, Field
 
 from fedflow.core.controls import Control
-from fedflow.core.digest import canonical_json
+from fedflow.core.messages import Checkpoint
 from governance.audit import GENESIS, AuditLog
 from governance.errors import CheckpointInvalid
 from governance.receipts import ReceiptKey, key_id, load_public_key
@@ -49,27 +48,6 @@ __controls__ = (
         tests=("tests/governance/test_checkpoints.py::test_a_cut_tail_is_missing_checkpoints",),
     ),
 )
-
-
-class Checkpoint(BaseModel):
-    """A site's signed statement: "my audit log's entry ``seq`` has hash ``hash``"."""
-
-    model_config = ConfigDict(
-        frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64"
-    )
-
-    site: str
-    seq: int = Field(ge=0)
-    hash: str
-    issued_at: datetime
-    nonce: str | None = None
-    """What the orchestrator asked it for (its request id), so an old checkpoint cannot pass."""
-    key_id: str
-    signature: bytes = Field(default=b"", repr=False)
-
-    def body(self) -> bytes:
-        """The signed bytes: canonical JSON of every field but the signature."""
-        return canonical_json(self.model_dump(mode="json", exclude={"signature"}))
 
 
 def sign_checkpoint(

@@ -22,6 +22,7 @@ from fedflow.core.arrowio import from_ipc
 from fedflow.core.digest import canonical_json, digest_json
 
 __all__ = [
+    "Checkpoint",
     "Decision",
     "JobState",
     "JobStatus",
@@ -218,6 +219,24 @@ class Receipt(_Message):
         return canonical_json(self.model_dump(mode="json", exclude={"signature"}))
 
 
+class Checkpoint(_Message):
+    """A site's signed statement: "my audit log's entry ``seq`` has hash ``hash``"
+    (:mod:`governance.checkpoints` signs and checks it)."""
+
+    site: str
+    seq: int = Field(ge=0)
+    hash: str
+    issued_at: datetime
+    nonce: str | None = None
+    """What the orchestrator asked it for (its request id), so an old checkpoint cannot pass."""
+    key_id: str
+    signature: bytes = Field(default=b"", repr=False)
+
+    def body(self) -> bytes:
+        """The signed bytes: canonical JSON of every field but the signature."""
+        return canonical_json(self.model_dump(mode="json", exclude={"signature"}))
+
+
 class Release(_Message):
     """A partial that left the airlock (or its refusal), with the digests of its lineage."""
 
@@ -230,6 +249,9 @@ class Release(_Message):
     partial: bytes | None = Field(default=None, repr=False)
     digests: dict[str, str] = Field(default_factory=dict)
     receipt: Receipt | None = None
+    checkpoint: Checkpoint | None = None
+    """A fit's step only: the site's audit head just after the step, signed (nonce: the
+    request id), which the orchestrator keeps as the round's checkpoint without asking."""
 
     def table(self) -> pa.Table | None:
         """The released partial, or None when refused."""

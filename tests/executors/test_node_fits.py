@@ -17,6 +17,7 @@ from fedflow.core.messages import Release, ReleaseOutcome, Request
 from fedflow.core.registry import default_registry
 from flows.analyses.glm_round import design_columns
 from flows.demo import FEDERATION, ISSUER, DemoSite
+from governance.checkpoints import verify_checkpoint
 from governance.identity import IssuerKey, issue_token
 from governance.policy import SitePolicy
 from governance.receipts import verify_release
@@ -107,12 +108,18 @@ def test_a_later_round_is_a_step_that_equals_the_full_protocol(site: SiteNode) -
     started = site.audit.entries(request_id=step.request_id, event="step.started")[0]
     assert started.details["fit_job_id"] == first.job_id and started.details["round"] == 2
     assert started.actor == "alice@uni.example"
+    # the release carries the site's signed audit head after the step, made for this request
+    assert stepped.checkpoint is not None
+    checkpoint = verify_checkpoint(
+        stepped.checkpoint, site.receipt_key.public_pem, site=site.name, nonce=step.request_id
+    )
+    assert (checkpoint.seq, checkpoint.hash) == site.audit.head()
     # the same statistics as a fresh fit's round at these coefficients, in full
     other = raw_params(BETA, fit_id="1" * 32)
     full = full_round(site, round_request(site, params=other))
     assert stepped.table().equals(full.table())  # type: ignore[union-attr]
     assert site.status(stepped.job_id).state.value == "released"  # kept as any job's release
-    assert site.release(stepped.job_id) == stepped
+    assert site.release(stepped.job_id) == stepped.model_copy(update={"checkpoint": None})
     assert site.audit.verify().ok
 
 

@@ -636,7 +636,10 @@ def test_a_fit_steps_over_https_and_only_for_its_researcher(federation: Federate
     release = transport.step(step)
     verify_release(release, transport.receipt_key, site=site, request=step)
     assert release.table() is not None and release.job_id != job
-    assert transport.release(release.job_id) == release  # kept at the site as any release
+    kept = release.model_copy(update={"checkpoint": None})
+    assert transport.release(release.job_id) == kept  # kept at the site as any release
+    assert release.checkpoint is not None  # the site's signed audit head came along
+    verify_checkpoint(release.checkpoint, transport.receipt_key, site=site, nonce=step.request_id)
     with pytest.raises(RequestRefused, match="replayed"):
         transport.step(step)
     key = IssuerKey.load(federation.root / "issuer" / "demo-issuer.key.pem", ISSUER)

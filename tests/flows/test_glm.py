@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from flows.analyses.glm_round import GlmRound, used_columns
 from flows.analyses.glm_table import derive
 from flows.demo import ALL, DemoSite, pool
 from flows.glm import GlmDidNotFit, fit_glm
+from governance.checkpoints import Checkpoint, check_checkpoints
 
 pytestmark = pytest.mark.integration
 
@@ -132,6 +134,9 @@ def test_later_rounds_are_steps_and_a_site_without_them_goes_through_its_gate(
     with connect(profile) as federation:
         gated = federation.transports["site-2"]
         monkeypatch.setattr(gated, "step", functools.partial(SiteTransport.step, gated))
+        asked: collections.Counter[str] = collections.Counter()
+        for name, transport in federation.transports.items():
+            monkeypatch.setattr(transport, "checkpoint", _counted(transport, name, asked))
         fit = fit_glm(formula, family, data=DATA, federation=federation, **extra)
         np.testing.assert_allclose(fit.coefficients["estimate"], oracle.params, rtol=0, atol=1e-8)
         assert fit.rounds > 2 and fit.sites["site"].to_list() == list(parts)
@@ -148,6 +153,28 @@ def test_later_rounds_are_steps_and_a_site_without_them_goes_through_its_gate(
             else:
                 assert len(stepped) == fit.rounds - 1 and len(checked) == 1, site
                 assert {e.details["fit_job_id"] for e in stepped} == {released[0].details["job_id"]}
+            # A checkpoint of every round is kept; a step's came with its release, unasked.
+            kept = [
+                Checkpoint.model_validate(e.details["checkpoint"])
+                for e in federation.audit.entries(event="site.checkpoint")
+                if e.actor == site
+            ]
+            assert len(kept) == fit.rounds
+            assert all(c.ok for c in check_checkpoints(audit, kept)), site
+            assert asked[site] == (fit.rounds if site == "site-2" else 1), site
+
+
+def _counted(
+    transport: SiteTransport, site: str, asked: collections.Counter[str]
+) -> Callable[[str | None], Checkpoint]:
+    """``transport.checkpoint``, counting the calls in ``asked``."""
+    fetch = transport.checkpoint
+
+    def checkpoint(nonce: str | None = None) -> Checkpoint:
+        asked[site] += 1
+        return fetch(nonce)
+
+    return checkpoint
 
 
 def test_a_refusing_site_is_left_out_of_every_round(make_federation, eunomia, prefect_server):
