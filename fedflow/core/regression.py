@@ -18,7 +18,7 @@ sites, so the merged partial is exactly the partial of the pooled data:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -165,9 +165,7 @@ def merge(partials: Sequence[pa.Table]) -> pa.Table:
     """Sum the statistics of partials of the same model (same family and design columns)."""
     if not partials:
         raise InvalidRequest("nothing to merge: no partials")
-    for partial in partials:
-        validate(partial)
-    rows = [p.to_pylist()[0] for p in partials]
+    rows = [_row(p) for p in partials]
     family, columns = rows[0]["family"], rows[0]["columns"]
     if any(r["family"] != family or r["columns"] != columns for r in rows):
         raise InvalidRequest("cannot merge regression partials of different models")
@@ -192,9 +190,14 @@ def matrices(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
 
 def validate(table: pa.Table) -> None:
     """Check that ``table`` is a one-row regression partial; raise :class:`InvalidRequest`."""
+    _row(table)
+
+
+def _row(table: pa.Table) -> dict[str, Any]:
+    """The one row of a regression partial, checked (:func:`validate`)."""
     if table.num_rows != 1 or not table.schema.equals(SCHEMA):
         raise InvalidRequest("a regression partial is one row of the regression schema")
-    row = table.to_pylist()[0]
+    row: dict[str, Any] = table.to_pylist()[0]
     p = len(row["columns"] or [])
     if row["family"] not in FAMILIES:
         raise InvalidRequest("a regression partial names an unknown family")
@@ -206,6 +209,7 @@ def validate(table: pa.Table) -> None:
         raise InvalidRequest("a regression partial's indicator counts do not match its columns")
     if any(row[key] is None for key in _SUMMED):
         raise InvalidRequest("a regression partial's totals must not be null")
+    return row
 
 
 def _table(
