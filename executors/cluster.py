@@ -349,7 +349,7 @@ class SiteCluster:
         """A prepared analysis with in-process workers: the workers prepare the partitions the
         node does not hold yet, the node keeps them and computes the round in its threads."""
         assert self._kept is not None and self._kept_threads is not None
-        count = self.config.partitions or self.config.threads
+        count = self.config.partitions or _kept_partitions(self.config.threads)
         person_tables, shared_tables, ranges, keys = self._prepared_keys(
             analysis, key, dataset, tables, count
         )
@@ -473,8 +473,8 @@ def _on_a_core(analysis: Any, prepared: Any, params: Any) -> pa.Table:
     return table
 
 
-_blas_lock = threading.Lock()
-_blas_clusters = 0
+_in_process_lock = threading.Lock()
+_in_process_open = 0
 _blas_limit: Any = None
 
 
@@ -490,19 +490,34 @@ def _one_blas_thread() -> None:
     threads computing ten sites' rounds took 60-84 ms instead of 36.
     """
     global _blas_limit
-    with _blas_lock:
+    with _in_process_lock:
         if _blas_limit is None:
             _blas_limit = _blas_controller().limit(limits=1, user_api="blas")
 
 
 def _in_process_cluster(opened: bool) -> None:
     """Count the open in-process site clusters; the last to close restores BLAS's threads."""
-    global _blas_clusters, _blas_limit
-    with _blas_lock:
-        _blas_clusters += 1 if opened else -1
-        if _blas_clusters == 0 and _blas_limit is not None:
+    global _in_process_open, _blas_limit
+    with _in_process_lock:
+        _in_process_open += 1 if opened else -1
+        if _in_process_open == 0 and _blas_limit is not None:
             _blas_limit.restore_original_limits()
             _blas_limit = None
+
+
+def _kept_partitions(threads: int) -> int:
+    """How many partitions an in-process site splits a prepared analysis into by default: one
+    per thread when it is the process's only in-process site, else one.
+
+    In-process sites share the process's cores. In a federation of them, their rounds already
+    run side by side (the session's site threads); splitting each site's round as well only
+    queues its partitions for the same cores and adds a merge and two thread handoffs a round
+    (ten sites of 100k rows: 117-119 ms a step round in two partitions each, 101-103 ms in
+    one). A site alone in its process (a site service) splits over its threads.
+    """
+    with _in_process_lock:
+        alone = _in_process_open <= 1
+    return threads if alone else 1
 
 
 @cache

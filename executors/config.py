@@ -54,9 +54,10 @@ class DaskConfig(_Config):
     threads_per_worker: int = Field(default=2, ge=1, le=256)
     processes: bool = False
     partitions: int | None = Field(default=None, ge=1, le=10_000)
-    """Person partitions per job; by default two per worker thread, or one per worker thread
-    where the node keeps prepared partitions and computes their rounds itself (in-process
-    workers, :class:`~executors.cluster.SiteCluster`)."""
+    """Person partitions per job; by default two per worker thread, or, where the node keeps
+    prepared partitions and computes their rounds itself (in-process workers,
+    :class:`~executors.cluster.SiteCluster`), one per worker thread for a site alone in its
+    process and one for each of several in-process sites."""
 
     @property
     def threads(self) -> int:

@@ -174,7 +174,7 @@ def test_blas_stays_at_one_thread_until_the_last_in_process_cluster_closes(
             return Limit()
 
     monkeypatch.setattr(cluster, "_blas_controller", Controller)
-    monkeypatch.setattr(cluster, "_blas_clusters", 0)
+    monkeypatch.setattr(cluster, "_in_process_open", 0)
     monkeypatch.setattr(cluster, "_blas_limit", None)
     cluster._in_process_cluster(opened=True)
     cluster._in_process_cluster(opened=True)
@@ -192,3 +192,37 @@ def test_blas_stays_at_one_thread_until_the_last_in_process_cluster_closes(
     cluster._in_process_cluster(opened=True)
     cluster._in_process_cluster(opened=False)
     assert calls == ["blas=1", "restore"]  # no round ran: nothing to restore
+
+
+def test_an_in_process_site_splits_its_rounds_only_when_alone_in_its_process(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # In-process sites share the process's cores: alone (a site service), a site splits a
+    # kept round over its threads; beside other in-process sites, whose rounds run at the same
+    # time, it computes the round as one partition. The statistics are the same either way.
+    import executors.cluster as cluster
+
+    monkeypatch.setattr(cluster, "_in_process_open", 0)  # the other tests' clusters aside
+    table = _table(2)
+    dataset = _write(tmp_path / "sim", table)
+    analysis = default_registry().get("glm_round")
+    config = DaskConfig(threads_per_worker=2)
+
+    def kept_after_a_round(site: SiteCluster) -> int:
+        params = _params(uuid.uuid4().hex)
+        partial = site.run(analysis, params, dataset, analysis.tables(params))
+        np.testing.assert_allclose(
+            regression.matrices(partial)[0], _direct(table, None), rtol=1e-12
+        )
+        return site.prepared_stats()["node"]["entries"]
+
+    alone = SiteCluster(config, name="alone")
+    try:
+        assert kept_after_a_round(alone) == 2  # one partition per thread
+        beside = SiteCluster(config, name="beside")
+        try:
+            assert kept_after_a_round(alone) == 2 + 1  # one more: the whole site at once
+        finally:
+            beside.close()
+    finally:
+        alone.close()
