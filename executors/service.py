@@ -302,16 +302,19 @@ def create_app(
             return {"job_id": site.submit(body)}
 
     @app.post(f"{API_PREFIX}/steps")
-    def step(request: HttpRequest, body: Request) -> Release:
+    def step(request: HttpRequest, body: Request, checkpoint: bool = False) -> Release:
         """Run the request as the next round of a fit the gate allowed and release it
         (404 ``FitNotOpen``: no such fit, send it through ``/check`` and ``/jobs``). A step
-        counts as a running job while it runs: 429 beyond ``max_running_jobs``."""
+        counts as a running job while it runs: 429 beyond ``max_running_jobs``. With
+        ``checkpoint=true`` the release carries the site's signed audit head after the step
+        (orchestrators that predate it do not ask, and get the release without it)."""
         site = site_of(request)
         with ExitStack() as running:
             with submit_lock:
                 admit(site, body)
                 running.enter_context(site.step_running())
-            return site.step(body)
+            release = site.step(body)
+        return release if checkpoint else release.model_copy(update={"checkpoint": None})
 
     def admit(site: SiteNode, body: Request) -> None:
         """Refuse a job or step while ``max_running_jobs`` run (call under ``submit_lock``)."""

@@ -253,7 +253,8 @@ class HttpsSiteTransport(SiteTransport):
         return self._parse(Release, self._call("POST", f"/jobs/{job_id}/release", headers=headers))
 
     def step(self, request: Request) -> Release:
-        release = self._parse(Release, self._call("POST", "/steps", request))
+        answer = self._call("POST", "/steps", request, params={"checkpoint": "true"})
+        release = self._parse(Release, answer)
         self._tokens[release.job_id] = request.token
         return release
 

@@ -249,9 +249,10 @@ class Release(_Message):
     partial: bytes | None = Field(default=None, repr=False)
     digests: dict[str, str] = Field(default_factory=dict)
     receipt: Receipt | None = None
-    checkpoint: Checkpoint | None = None
+    checkpoint: Checkpoint | None = Field(default=None, exclude_if=lambda value: value is None)
     """A fit's step only: the site's audit head just after the step, signed (nonce: the
-    request id), which the orchestrator keeps as the round's checkpoint without asking."""
+    request id), which the orchestrator keeps as the round's checkpoint without asking. Left
+    out of the JSON when absent, so peers that predate it read every other release."""
 
     def table(self) -> pa.Table | None:
         """The released partial, or None when refused."""

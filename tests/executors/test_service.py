@@ -60,6 +60,7 @@ pytestmark = pytest.mark.integration
 OFFSET = 987_654_321_000
 
 GI_BLEED = {"domain": "condition", "concept_ids": [192671], "include_descendants": True}
+JSON_BODY = {"content-type": "application/json"}
 SITES = (
     DemoSite("eu-hospital", "EU", 0.55, 10, ALL, release_extremes=True),
     DemoSite(
@@ -640,6 +641,15 @@ def test_a_fit_steps_over_https_and_only_for_its_researcher(federation: Federate
     assert transport.release(release.job_id) == kept  # kept at the site as any release
     assert release.checkpoint is not None  # the site's signed audit head came along
     verify_checkpoint(release.checkpoint, transport.receipt_key, site=site, nonce=step.request_id)
+    # An orchestrator that predates the checkpoint does not ask for it and reads releases
+    # without the field, from a step and from the release call alike.
+    later = _glm_round(federation, [-3.1, 0.01, 0.1])
+    body = later.model_dump_json().encode()
+    plain = transport._client.post("/steps", content=body, headers=JSON_BODY)
+    assert plain.status_code == 200 and "checkpoint" not in plain.json()
+    bearer = {"authorization": f"Bearer {later.token}"}
+    again = transport._client.post(f"/jobs/{plain.json()['job_id']}/release", headers=bearer)
+    assert again.status_code == 200 and "checkpoint" not in again.json()
     with pytest.raises(RequestRefused, match="replayed"):
         transport.step(step)
     key = IssuerKey.load(federation.root / "issuer" / "demo-issuer.key.pem", ISSUER)
