@@ -197,7 +197,15 @@ class ReleaseOutcome(StrEnum):
     REFUSED = "refused"
 
 
-class Receipt(_Message):
+class _Signed(_Message):
+    """A message a site signs with its receipt key: ``signature`` is over :meth:`body`."""
+
+    def body(self) -> bytes:
+        """The signed bytes: canonical JSON of every field but the signature."""
+        return canonical_json(self.model_dump(mode="json", exclude={"signature"}))
+
+
+class Receipt(_Signed):
     """What a site signs when its airlock decides: the digests of a release's whole lineage.
 
     ``digests`` holds the digests of the request, the decision, the site policy, the dataset
@@ -214,12 +222,8 @@ class Receipt(_Message):
     key_id: str
     signature: bytes = Field(default=b"", repr=False)
 
-    def body(self) -> bytes:
-        """The signed bytes: canonical JSON of every field but the signature."""
-        return canonical_json(self.model_dump(mode="json", exclude={"signature"}))
 
-
-class Checkpoint(_Message):
+class Checkpoint(_Signed):
     """A site's signed statement: "my audit log's entry ``seq`` has hash ``hash``"
     (:mod:`governance.checkpoints` signs and checks it)."""
 
@@ -231,10 +235,6 @@ class Checkpoint(_Message):
     """What the orchestrator asked it for (its request id), so an old checkpoint cannot pass."""
     key_id: str
     signature: bytes = Field(default=b"", repr=False)
-
-    def body(self) -> bytes:
-        """The signed bytes: canonical JSON of every field but the signature."""
-        return canonical_json(self.model_dump(mode="json", exclude={"signature"}))
 
 
 class Release(_Message):
