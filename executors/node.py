@@ -278,14 +278,7 @@ class SiteNode:
         try:
             params = self.policy.answered_params(analysis.parse_params(request.params))
         except FedflowError as exc:
-            self._audit(
-                request,
-                "request.invalid",
-                step="step",
-                error=type(exc).__name__,
-                message=exc.message,
-            )
-            exc.site, exc.request_id = self.name, request.request_id
+            self._invalid(request, "step", exc)
             raise
         job = Job(
             job_id=uuid.uuid4().hex,
@@ -433,10 +426,7 @@ class SiteNode:
             elif plan.dataset is not None and plan.tables is not None:
                 plan.dataset.check_columns(plan.tables)
         except FedflowError as exc:
-            self._audit(
-                request, "request.invalid", step=step, error=type(exc).__name__, message=exc.message
-            )
-            exc.site, exc.request_id = self.name, request.request_id
+            self._invalid(request, step, exc)
             raise
         decision = plan.decision
         self._audit(
@@ -455,6 +445,14 @@ class SiteNode:
         if step == "check" and decision.allowed:
             self._keep(request.gate_digest(), plan)
         return plan
+
+    def _invalid(self, request: Request, step: str, exc: FedflowError) -> None:
+        """Audit ``exc`` as ``request`` found invalid at ``step``, and name this site and the
+        request on it, for the caller to raise."""
+        self._audit(
+            request, "request.invalid", step=step, error=type(exc).__name__, message=exc.message
+        )
+        exc.site, exc.request_id = self.name, request.request_id
 
     def _open_fit(self, request: Request, job_id: str, plan: _Plan) -> None:
         """Open a fit for the later rounds of an allowed request whose analysis iterates,
