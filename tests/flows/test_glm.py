@@ -177,6 +177,33 @@ def _counted(
     return checkpoint
 
 
+def test_a_step_checkpoint_that_does_not_verify_is_refused_and_audited(
+    make_federation, eunomia, prefect_server, monkeypatch
+):
+    """A step's release that brings a checkpoint made for another request is not kept: the
+    orchestrator audits the refusal and the fit goes on, equal to the pooled fit."""
+    profile, parts = make_federation(_sites(SPLITS["three"]))
+    family, formula, extra = MODELS[0]
+    oracle, _ = pooled_fit(pool(list(parts.values())), family, formula, extra)
+    with connect(profile) as federation:
+        liar = federation.transports["site-1"]
+        honest = liar.step
+
+        def stale(request):  # type: ignore[no-untyped-def]
+            earlier = liar.node.checkpoint("an-earlier-request")  # type: ignore[attr-defined]
+            return honest(request).model_copy(update={"checkpoint": earlier})
+
+        monkeypatch.setattr(liar, "step", stale)
+        fit = fit_glm(formula, family, data=DATA, federation=federation, **extra)
+        np.testing.assert_allclose(fit.coefficients["estimate"], oracle.params, rtol=0, atol=1e-8)
+        entries = federation.audit.entries()
+        refused = [e for e in entries if e.event == "site.checkpoint_refused"]
+        assert [e.actor for e in refused] == ["site-1"] * (fit.rounds - 1)
+        assert {e.details["reason"] for e in refused} == {"stale"}
+        kept = [e.actor for e in entries if e.event == "site.checkpoint"]
+        assert kept.count("site-1") == 1 and kept.count("site-0") == fit.rounds  # round 1's
+
+
 def test_a_refusing_site_is_left_out_of_every_round(make_federation, eunomia, prefect_server):
     # A tiny site (about 11 persons) has too few cases and residual degrees of freedom at a
     # threshold of 10: its airlock refuses every round and the fit is the fit of the others.
