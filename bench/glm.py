@@ -28,6 +28,11 @@ Run ``python bench/glm.py`` (the grid below; ``--sites 3 10 --rows 100000`` for 
    in threads or as a Prefect task run each, with secure aggregation on (the default) or
    off: the median seconds per round of each.
 5. **Eunomia** (``--eunomia``): the GI-bleeding model over 3 and 10 OMOP sites.
+6. **Floor** (``--floor``, writes ``--output`` on its own): alternating fits with the sites'
+   round statistics computed, replayed from earlier fits (the orchestration alone), and
+   replayed after a wait as long as the computation takes alone (the arithmetic as latency
+   that holds no core): what the fit would cost if its arithmetic were free, or were done
+   elsewhere.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -397,6 +403,68 @@ def orchestration(sites: int, rows: int, rounds: int = 5) -> dict[str, Any]:
     return out
 
 
+def floor(sites: int, rows: int, repeats: int) -> dict[str, Any]:
+    """What a fit costs without its arithmetic: alternating in one process, the median seconds
+    of ``fit_glm`` as it is (``real``), with every site's round statistics replayed from the
+    real fits (``replayed``: the orchestration alone), and replayed after a wait as long as
+    that site's computation takes alone, uncontended, during which the thread holds no lock
+    and no core (``replayed_after_wait``: the arithmetic as latency, not CPU). The pooled numpy
+    fit is timed in the same run.
+    """
+    from unittest import mock
+
+    from flows import connect
+    from flows.analyses.glm_round import GlmRound
+    from flows.glm import fit_glm
+
+    table = simulate(rows)
+    formula, data = model()
+    numpy_s, _ = _numpy_fit(table, repeats)
+    computed: dict[tuple[int, Any], tuple[Any, Any, Any]] = {}
+    alone: dict[tuple[int, Any], float] = {}
+    mode = {"now": "real"}
+    compute = GlmRound.local_prepared
+
+    def local_prepared(self: GlmRound, design: Any, params: Any) -> Any:
+        key = (id(design), None if params.beta is None else tuple(params.beta))
+        if mode["now"] != "real" and key in computed:
+            if mode["now"] == "replayed_after_wait":
+                time.sleep(alone[key])
+            return computed[key][0]
+        statistics_ = compute(self, design, params)
+        computed[key] = (statistics_, design, params)
+        return statistics_
+
+    modes = ("real", "replayed", "replayed_after_wait")
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        mock.patch.object(GlmRound, "local_prepared", local_prepared),
+    ):
+        profile = build_sites(Path(tmp), table, sites)
+        with connect(profile) as federation:
+            fit_glm(formula, "binomial", data=data, federation=federation)  # warm-up
+            for key, (_, design, params) in computed.items():
+                alone[key] = _median_time(partial(compute, GlmRound(), design, params), 3)[0]
+            for _ in range(repeats):
+                for name in modes:
+                    mode["now"] = name
+                    started = time.perf_counter()
+                    fit_glm(formula, "binomial", data=data, federation=federation)
+                    times[name].append(time.perf_counter() - started)
+    out: dict[str, Any] = {
+        "sites": sites,
+        "rows": rows,
+        "pooled_numpy_newton_s": round(numpy_s, 3),
+        "arithmetic_alone_s": round(sum(alone.values()), 3),
+    }
+    for name in modes:
+        wall = statistics.median(times[name])
+        out[f"{name}_fit_s"] = round(wall, 3)
+        out[f"{name}_ratio_to_numpy"] = round(wall / numpy_s, 2)
+    return out
+
+
 def federated_eunomia(sites: int, repeats: int) -> dict[str, Any]:
     from flows import connect
     from flows.demo import ALL, DemoSite, build_demo, eunomia_tables, split_by_person
@@ -449,11 +517,22 @@ def main() -> None:
     parser.add_argument("--eunomia", action="store_true", help="add the Eunomia fit")
     parser.add_argument("--stages", action="store_true", help="only the per-stage timing")
     parser.add_argument("--orchestration", action="store_true", help="only the round modes")
+    parser.add_argument(
+        "--floor", action="store_true", help="only the fit without its arithmetic (replayed)"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 
     from flows import prefect_api
 
+    if args.floor:
+        with tempfile.TemporaryDirectory() as tmp, prefect_api(Path(tmp) / "prefect") as api:
+            api.wait()
+            timing = [floor(n, r, args.repeats) for r in args.rows for n in args.sites]
+        results = machine() | {"floor": timing}
+        save(args.output, results)
+        print(json.dumps(results, indent=2))
+        return
     if args.stages or args.orchestration:
         key, measure = ("stages", stages) if args.stages else ("orchestration", orchestration)
         with tempfile.TemporaryDirectory() as tmp, prefect_api(Path(tmp) / "prefect") as api:
