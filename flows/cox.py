@@ -45,6 +45,7 @@ from flows.errors import FlowError
 from flows.federation import FederationSession, open_session
 from flows.fitting import FitSites, in_session, released_rows, wald_columns
 from flows.outcomes import SiteOutcome
+from flows.plots import forest_plot
 from flows.strategy import StepPolicy
 
 __all__ = ["CoxDidNotFit", "CoxFit", "CoxOptions", "cox_flow", "newton_step", "run_cox"]
@@ -86,6 +87,12 @@ class CoxFit:
     """Every site's outcome: in the last round, or in the round that decided it."""
     dropped: dict[str, int] = field(default_factory=dict)
     """Sites dropped during the fit, with the round in which they stopped contributing."""
+
+    def plot(self, path: Path, *, title: str | None = None) -> Path:
+        """Write the forest plot of the hazard ratios as a PNG (:func:`flows.plots.forest_plot`)."""
+        return forest_plot(
+            self.coefficients, path, ratio="hazard ratio", title=title or f"Cox: {self.formula}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready document of the fit."""

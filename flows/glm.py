@@ -54,11 +54,14 @@ from flows.fitting import (
     wald_columns,
 )
 from flows.outcomes import SiteOutcome
+from flows.plots import forest_plot
 from flows.strategy import StepPolicy
 
 __all__ = ["GlmDidNotFit", "GlmFit", "GlmOptions", "fit_glm", "glm_flow"]
 
 ANALYSIS = "glm_round"
+RATIOS = {"binomial": "odds ratio", "poisson": "rate ratio"}
+"""What a family's coefficients exponentiate to (its forest plot's scale); none for Gaussian."""
 
 
 class GlmDidNotFit(FlowError):
@@ -106,6 +109,17 @@ class GlmFit:
     decided it (refused, or failed: unavailable, timed out, corrupt payload)."""
     dropped: dict[str, int] = field(default_factory=dict)
     """Sites that contributed and then failed, with the round: the fit is over the others."""
+
+    def plot(self, path: Path, *, title: str | None = None) -> Path:
+        """Write the forest plot of the coefficients as a PNG (:func:`flows.plots.forest_plot`):
+        odds ratios (binomial) or rate ratios (Poisson) on a log axis, the coefficients
+        themselves for a Gaussian model."""
+        return forest_plot(
+            self.coefficients,
+            path,
+            ratio=RATIOS.get(self.family),
+            title=title or f"{self.family} GLM: {self.formula}",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready document of the fit."""

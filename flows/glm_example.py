@@ -58,7 +58,8 @@ SITES = (
 
 
 def run_example(directory: Path = Path(".fedflow/glm-example")) -> GlmFit:
-    """Build the three-site federation under ``directory``, fit the model and print it."""
+    """Build the three-site federation under ``directory``, fit the model, print it and draw its
+    odds ratios (``odds-ratios.png`` there)."""
     from flows.federation import connect
     from flows.server import prefect_api
 
@@ -79,6 +80,7 @@ def run_example(directory: Path = Path(".fedflow/glm-example")) -> GlmFit:
     print(f"  deviance {fit.deviance:.4f}, AIC {fit.aic:.4f}")
     for row in fit.sites.iter_rows(named=True):
         print(f"  {row['site']}: {row['n']} persons, {row['cases']} cases")
+    print(f"  odds ratios drawn to {fit.plot(directory / 'odds-ratios.png')}")
     return fit
 
 

@@ -1,8 +1,10 @@
-"""GWAS plots as PNG: the Manhattan plot and the QQ plot of a results table.
+"""Result plots as PNG: a fitted model's forest plot, and GWAS's Manhattan and QQ plots.
 
-Both read a :attr:`flows.gwas.GwasResult.results` table (``chrom``, ``pos``, ``p_value``;
-rows without a p-value are left out) and draw with matplotlib's Agg renderer (no display, no
-global pyplot state), as :mod:`flows.km` does.
+:func:`forest_plot` reads a fit's ``coefficients`` table (``term``, ``estimate``, ``ci_low``,
+``ci_high``: :class:`flows.glm.GlmFit`, :class:`flows.cox.CoxFit`). The GWAS plots read a
+:attr:`flows.gwas.GwasResult.results` table (``chrom``, ``pos``, ``p_value``; rows without a
+p-value are left out). All draw with matplotlib's Agg renderer (no display, no global pyplot
+state), as :mod:`flows.km` does.
 """
 
 from __future__ import annotations
@@ -13,10 +15,79 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-__all__ = ["GENOME_WIDE", "manhattan_plot", "qq_plot"]
+__all__ = ["GENOME_WIDE", "INTERCEPT", "forest_plot", "forest_rows", "manhattan_plot", "qq_plot"]
 
 GENOME_WIDE = 5e-8
 """The conventional genome-wide significance level, drawn as a line on the Manhattan plot."""
+INTERCEPT = "Intercept"
+"""formulaic's name for the intercept, which a forest plot leaves out."""
+RATIO_TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 0.75, 1, 1.25, 1.5, 2, 3, 5, 10, 20, 50, 100)
+"""Where a ratio axis is labelled, within the range of the intervals it draws."""
+
+
+def forest_rows(coefficients: pl.DataFrame, *, ratio: bool) -> pl.DataFrame:
+    """What a forest plot draws: every term but the intercept with its estimate and confidence
+    limits, exponentiated when ``ratio`` (odds, rate or hazard ratios)."""
+    rows = coefficients.filter(pl.col("term") != INTERCEPT).select(
+        "term", "estimate", "ci_low", "ci_high"
+    )
+    if rows.is_empty():
+        raise ValueError("the model has no term besides the intercept to plot")
+    if ratio:
+        rows = rows.with_columns(pl.col("estimate", "ci_low", "ci_high").exp())
+    return rows
+
+
+def forest_plot(
+    coefficients: pl.DataFrame, path: Path, *, ratio: str | None = None, title: str | None = None
+) -> Path:
+    """Each term's estimate and confidence interval, one row a term, with a line at no effect.
+
+    ``ratio``: what the model's coefficients exponentiate to (``"odds ratio"``, ``"rate
+    ratio"``, ``"hazard ratio"``), drawn on a log axis with the line at 1; None draws the
+    coefficients themselves, with the line at 0 (an identity-link GLM).
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
+
+    rows = forest_rows(coefficients, ratio=ratio is not None)
+    estimate = rows["estimate"].to_numpy()
+    low, high = rows["ci_low"].to_numpy(), rows["ci_high"].to_numpy()
+    position = np.arange(rows.height)[::-1]  # the first term at the top
+    figure = Figure(figsize=(7, 1.2 + 0.45 * rows.height), dpi=120, layout="constrained")
+    axes = figure.add_subplot()
+    axes.errorbar(
+        estimate,
+        position,
+        xerr=[estimate - low, high - estimate],
+        fmt="s",
+        color="#1f4e79",
+        ecolor="#1f4e79",
+        capsize=3,
+    )
+    axes.axvline(1.0 if ratio else 0.0, color="#b22222", linewidth=0.8, linestyle="--")
+    if ratio:
+        axes.set_xscale("log")
+        span = (min(float(low.min()), 1.0), max(float(high.max()), 1.0))
+        ticks = [t for t in RATIO_TICKS if span[0] / 1.1 <= t <= span[1] * 1.1]
+        axes.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        axes.xaxis.set_minor_formatter(NullFormatter())
+    axes.set_yticks(position, rows["term"].to_list())
+    axes.set_ylim(-0.7, rows.height - 0.3)
+    values = axes.twinx()  # the figures, beside their rows
+    values.set_ylim(axes.get_ylim())
+    values.set_yticks(
+        position,
+        [f"{e:.3g} [{a:.3g}, {b:.3g}]" for e, a, b in zip(estimate, low, high, strict=True)],
+    )
+    values.tick_params(right=False)
+    axes.set_xlabel(
+        f"{ratio} (confidence interval)" if ratio else "coefficient (confidence interval)"
+    )
+    axes.set_title(title or f"{rows.height} term(s)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png")
+    return path
 
 
 def _chrom_order(name: str) -> tuple[int, str]:

@@ -2,10 +2,12 @@
 
 ``fedflow run <analysis>`` runs one federated step. Iterative methods, which run one step per
 round, are dispatched by name (:data:`ITERATIVE`): ``fedflow run glm`` fits a GLM by federated
-IRLS (:mod:`flows.glm`), with the model in ``--params``; ``fedflow run km`` runs
+IRLS (:mod:`flows.glm`), with the model in ``--params`` (``--plot or.png`` draws the forest
+plot of its odds or rate ratios); ``fedflow run km`` runs
 ``kaplan_meier`` and adds the log-rank test (:mod:`flows.km`; ``--plot km.png`` draws the
 curves); ``fedflow run cox`` fits a Cox model by federated Newton (:mod:`flows.cox`), with
-``cox_round``'s parameters plus ``max_rounds``, ``tol`` and ``confidence`` in ``--params``;
+``cox_round``'s parameters plus ``max_rounds``, ``tol`` and ``confidence`` in ``--params``
+(``--plot`` draws the hazard ratios' forest plot);
 ``fedflow run gwas`` runs an exact federated GWAS (:mod:`flows.gwas`, ``GwasOptions`` in
 ``--params``; ``--plot`` draws the Manhattan plot, ``--qq-plot`` the QQ plot, ``--results``
 writes the whole per-variant table as TSV).
@@ -52,6 +54,9 @@ ITERATIVE = {
     "gwas": "exact GWAS, Wald or score, per variant (flows.gwas); params: GwasOptions",
 }
 """Methods ``fedflow run`` dispatches to a flow of their own instead of a single step."""
+PLOTTED = frozenset(ITERATIVE)
+"""The methods ``--plot`` draws for: km's curves, glm's and cox's forest plot, gwas's
+Manhattan plot."""
 
 
 def run(
@@ -77,8 +82,9 @@ def run(
     plot: Annotated[
         Path | None,
         typer.Option(
-            help="km: draw the curves with confidence bands as a PNG here; "
-            "gwas: draw the Manhattan plot here."
+            help="km: draw the curves with confidence bands as a PNG here; glm, cox: the "
+            "forest plot of the coefficients (odds, rate or hazard ratios); gwas: the "
+            "Manhattan plot."
         ),
     ] = None,
     qq_plot: Annotated[
@@ -131,8 +137,10 @@ def run(
     ] = False,
 ) -> None:
     """Run ANALYSIS over the sites of a federation and print the merged result and outcomes."""
-    if plot is not None and analysis not in ("km", "gwas"):
-        raise typer.BadParameter("only fedflow run km and gwas draw a plot", param_hint="--plot")
+    if plot is not None and analysis not in PLOTTED:
+        raise typer.BadParameter(
+            "only fedflow run km, glm, cox and gwas draw a plot", param_hint="--plot"
+        )
     if (qq_plot is not None or results is not None) and analysis != "gwas":
         raise typer.BadParameter("only fedflow run gwas takes --qq-plot and --results")
     parsed = _parse_params(params)
@@ -166,6 +174,7 @@ def run(
                     **options.model_dump(exclude={"formula", "family"}),
                 )
                 _show_fit(console, fit, output)
+                _draw(console, fit, plot, output)
                 return
             if analysis == "cox":
                 model, cox_options = _cox_options(parsed)
@@ -175,6 +184,7 @@ def run(
                     **cox_options.model_dump(),
                 )
                 _show_cox(console, cox_fit, output)
+                _draw(console, cox_fit, plot, output)
                 return
             if analysis == "gwas":
                 gwas_options = _gwas_options(parsed)
@@ -326,6 +336,19 @@ def _show_cox(console: Console, fit: CoxFit, output: str) -> None:
         + ", ".join(f"{r['site']} (n={r['n']}, events={r['events']})" for r in fit.sites.to_dicts())
     )
     console.print(outcome_table(fit.outcomes))
+
+
+def _draw(console: Console, fit: GlmFit | CoxFit, plot: Path | None, output: str) -> None:
+    """Draw ``fit``'s forest plot to ``plot`` (if given); an intercept-only model has none."""
+    if plot is None:
+        return
+    try:
+        fit.plot(plot)
+    except ValueError as exc:
+        typer.echo(f"error: no forest plot: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if output != "json":
+        console.print(f"forest plot drawn to {plot}")
 
 
 def _show_fit(console: Console, fit: GlmFit, output: str) -> None:

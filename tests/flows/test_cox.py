@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from lifelines import CoxPHFitter
+from PIL import Image
 from statsmodels.duration.hazard_regression import PHReg
 from typer.testing import CliRunner
 
@@ -29,6 +30,7 @@ from flows.analyses.km import gridded_persons
 from flows.cox import CoxFit, newton_step, run_cox
 from flows.demo import ALL, DemoSite, build_demo, pool, split_by_person
 from flows.errors import FlowError
+from flows.plots import forest_rows
 from flows.strategy import ErrorStrategy, StepPolicy
 from governance.airlock import Outcome, check
 from governance.audit import AuditLog
@@ -116,6 +118,20 @@ def test_federated_cox_equals_pooled_breslow(fit: CoxFit, federation: Federation
     assert (fit.n, fit.events) == (len(frame), int(frame["event"].sum()))
     assert fit.sites["n"].sum() == fit.n and fit.sites["events"].sum() == fit.events
     assert fit.loglik > fit.loglik_null
+
+
+def test_the_forest_plot_draws_the_hazard_ratios(fit: CoxFit, tmp_path: Path) -> None:
+    rows = forest_rows(fit.coefficients, ratio=True)
+    assert rows["term"].to_list() == fit.coefficients["term"].to_list()  # no intercept
+    for drawn, reported in (("estimate", "hazard_ratio"), ("ci_low", "hr_ci_low")):
+        np.testing.assert_allclose(rows[drawn], fit.coefficients[reported], rtol=1e-12)
+    np.testing.assert_allclose(rows["ci_high"], fit.coefficients["hr_ci_high"], rtol=1e-12)
+    path = fit.plot(tmp_path / "hazards.png")
+    with Image.open(path) as image:
+        height = round((1.2 + 0.45 * rows.height) * 120)
+        assert image.format == "PNG" and image.size == (840, height)
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
+    assert np.any(np.all(pixels == (0x1F, 0x4E, 0x79), axis=1))
 
 
 def test_the_gate_decides_once_per_fit_and_later_rounds_are_steps(

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 import statsmodels.api as sm
 from formulaic import model_matrix
+from PIL import Image
 
 from executors import SiteTransport
 from flows import SiteStatus, connect
@@ -20,6 +21,7 @@ from flows.analyses.glm_round import GlmRound, used_columns
 from flows.analyses.glm_table import derive
 from flows.demo import ALL, DemoSite, pool
 from flows.glm import GlmDidNotFit, fit_glm
+from flows.plots import forest_rows
 from governance.checkpoints import Checkpoint, check_checkpoints
 
 pytestmark = pytest.mark.integration
@@ -257,6 +259,30 @@ def test_a_singular_design_stops_with_a_reason(make_federation, prefect_server):
         fit_glm("age ~ celecoxib + I(1 - celecoxib)", "gaussian", data=DATA, federation=federation)
 
 
+def test_the_forest_plot_draws_the_odds_ratios_of_every_term_but_the_intercept(
+    make_federation, eunomia, prefect_server, tmp_path
+):
+    profile, parts = make_federation(_sites((0.6, 0.4)))
+    family, formula, extra = MODELS[0]
+    with connect(profile) as federation:
+        fit = fit_glm(formula, family, data=DATA, federation=federation, **extra)
+    oracle, columns = pooled_fit(pool(list(parts.values())), family, formula, extra)
+    rows = forest_rows(fit.coefficients, ratio=True)
+    assert rows["term"].to_list() == columns[1:] and columns[0] == "Intercept"
+    ci = oracle.conf_int()
+    np.testing.assert_allclose(rows["estimate"], np.exp(oracle.params[1:]), rtol=1e-8)
+    np.testing.assert_allclose(rows["ci_low"], np.exp(ci[1:, 0]), rtol=1e-8)
+    np.testing.assert_allclose(rows["ci_high"], np.exp(ci[1:, 1]), rtol=1e-8)
+    path = fit.plot(tmp_path / "odds.png")
+    with Image.open(path) as image:  # 7 x (1.2 + 0.45 a term) inches at 120 dpi
+        assert image.format == "PNG" and image.size == (840, 360)
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
+    assert len(np.unique(pixels, axis=0)) > 50  # markers, bars, labels: not a blank canvas
+    assert np.any(np.all(pixels == (0x1F, 0x4E, 0x79), axis=1))  # the estimates' squares
+    with pytest.raises(ValueError, match="no term besides the intercept"):
+        forest_rows(fit.coefficients[:1], ratio=True)
+
+
 def test_fedflow_run_glm_prints_the_fit(make_federation, eunomia, prefect_server, tmp_path):
     import json
 
@@ -268,8 +294,11 @@ def test_fedflow_run_glm_prints_the_fit(make_federation, eunomia, prefect_server
     family, formula, extra = MODELS[2]
     params = {"formula": formula, "family": family, "data": DATA, **extra}
     runner = CliRunner()
-    result = runner.invoke(app, ["run", "glm", "-f", str(profile), "--params", json.dumps(params)])
+    plot = tmp_path / "coefficients.png"
+    run = ["run", "glm", "-f", str(profile), "--params"]
+    result = runner.invoke(app, [*run, json.dumps(params), "--plot", str(plot)])
     assert result.exit_code == 0, result.output
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
     document = json.loads(result.stdout)
     oracle, columns = pooled_fit(pool(list(parts.values())), family, formula, extra)
     assert [c["term"] for c in document["coefficients"]] == columns
@@ -282,3 +311,7 @@ def test_fedflow_run_glm_prints_the_fit(make_federation, eunomia, prefect_server
         app, ["run", "glm", "-f", str(profile), "--params", json.dumps({"family": "gamma"})]
     )
     assert bad.exit_code != 0 and "formula" in bad.output and "family" in bad.output
+    mean_only = json.dumps({"formula": "age ~ 1", "family": "gaussian", "data": DATA})
+    flat = runner.invoke(app, [*run, mean_only, "--plot", str(tmp_path / "mean.png")])
+    assert flat.exit_code == 2 and "no term besides the intercept" in flat.output
+    assert not (tmp_path / "mean.png").exists()

@@ -51,11 +51,11 @@ def test_the_curves_are_drawn_as_a_png(eunomia: dict[str, pa.Table], tmp_path: P
     assert np.any(np.all(pixels == blue, axis=1))
 
 
-def test_only_km_and_gwas_draw_a_plot(tmp_path: Path) -> None:
+def test_only_the_iterative_methods_draw_a_plot(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app,
         ["run", "cohort_count", "-f", str(tmp_path / "f.yaml"), "--plot", str(tmp_path / "x.png")],
     )
     assert result.exit_code == 2
-    assert "only fedflow run km and gwas draw a plot" in result.output
+    assert "only fedflow run km, glm, cox and gwas draw a plot" in result.output
     assert not (tmp_path / "x.png").exists()
