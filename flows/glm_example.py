@@ -30,7 +30,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from flows.demo import ALL, DemoSite, build_demo, eunomia_tables, split_by_person
+from flows.demo import ALL, DemoSite, eunomia_federation
 from flows.glm import GlmFit, fit_glm
 
 __all__ = ["DATA", "FORMULA", "SITES", "TABLES", "run_example"]
@@ -60,15 +60,8 @@ SITES = (
 def run_example(directory: Path = Path(".fedflow/glm-example")) -> GlmFit:
     """Build the three-site federation under ``directory``, fit the model, print it and draw its
     odds ratios (``odds-ratios.png`` there)."""
-    from flows.federation import connect
-    from flows.server import prefect_api
-
-    with prefect_api(directory / "prefect") as api:
-        parts = split_by_person(eunomia_tables(), [site.share for site in SITES])
-        profile = build_demo(directory, parts, sites=SITES)
-        with connect(profile) as federation:
-            api.wait()
-            fit = fit_glm(FORMULA, "binomial", data=DATA, federation=federation)
+    with eunomia_federation(directory, SITES) as federation:
+        fit = fit_glm(FORMULA, "binomial", data=DATA, federation=federation)
     print(f"{fit.family} GLM {fit.formula}: {fit.rounds} rounds, n = {fit.n}")
     for row in fit.coefficients.iter_rows(named=True):
         print(

@@ -28,6 +28,7 @@ from flows.analyses.cox_round import CoxRound, CoxRoundParams, cohort, covariate
 from flows.analyses.glm_table import derive
 from flows.analyses.km import gridded_persons
 from flows.cox import CoxFit, newton_step, run_cox
+from flows.cox_example import PARAMS as EXAMPLE
 from flows.demo import ALL, DemoSite, build_demo, pool, split_by_person
 from flows.errors import FlowError
 from flows.plots import forest_rows
@@ -39,19 +40,8 @@ from tests.transports import wrap
 pytestmark = pytest.mark.integration
 
 
-def _drug(*ids: int) -> dict[str, Any]:
-    return {"domain": "drug", "concept_ids": list(ids), "include_descendants": True}
-
-
-PARAMS: dict[str, Any] = {
-    "formula": "age + gender + group + naproxen",
-    "entry": _drug(1118084, 1124300),
-    "event": {"domain": "condition", "concept_ids": [192671], "include_descendants": True},
-    "groups": {"celecoxib": _drug(1118084), "diclofenac": _drug(1124300)},
-    "data": {"variables": {"naproxen": _drug(1115008)}},
-    "interval_days": 30,
-    "max_days": 365,
-}
+PARAMS: dict[str, Any] = EXAMPLE | {"interval_days": 30, "max_days": 365}
+"""The worked example's model (``flows.cox_example``) on a 30-day grid over a year."""
 TABLES: dict[str, list[str] | str] = {
     "person": ["person_id", "gender_concept_id", "year_of_birth"],
     "condition_occurrence": ["person_id", "condition_concept_id", "condition_start_date"],
