@@ -35,6 +35,12 @@ def forest_rows(coefficients: pl.DataFrame, *, ratio: bool) -> pl.DataFrame:
         raise ValueError("the model has no term besides the intercept to plot")
     if ratio:
         rows = rows.with_columns(pl.col("estimate", "ci_low", "ci_high").exp())
+    values = rows.select("estimate", "ci_low", "ci_high").to_numpy()
+    drawable = np.isfinite(values) & ((values > 0) if ratio else True)
+    if not drawable.all():
+        terms = rows["term"].filter(~drawable.all(axis=1)).to_list()
+        scale = "as ratios" if ratio else "as they are"
+        raise ValueError(f"the interval of {', '.join(terms)} cannot be drawn {scale}")
     return rows
 
 
