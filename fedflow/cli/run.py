@@ -54,7 +54,7 @@ ITERATIVE = {
     "gwas": "exact GWAS, Wald or score, per variant (flows.gwas); params: GwasOptions",
 }
 """Methods ``fedflow run`` dispatches to a flow of their own instead of a single step."""
-PLOTTED = frozenset(ITERATIVE)
+PLOTTED = frozenset({"km", "glm", "cox", "gwas"})
 """The methods ``--plot`` draws for: km's curves, glm's and cox's forest plot, gwas's
 Manhattan plot."""
 
@@ -339,7 +339,8 @@ def _show_cox(console: Console, fit: CoxFit, output: str) -> None:
 
 
 def _draw(console: Console, fit: GlmFit | CoxFit, plot: Path | None, output: str) -> None:
-    """Draw ``fit``'s forest plot to ``plot`` (if given); an intercept-only model has none."""
+    """Draw ``fit``'s forest plot to ``plot`` (if given); exit with 2 when there is nothing
+    to draw (an intercept-only model) or an interval cannot be drawn."""
     if plot is None:
         return
     try:
