@@ -349,7 +349,7 @@ class SiteCluster:
         """A prepared analysis with in-process workers: the workers prepare the partitions the
         node does not hold yet, the node keeps them and computes the round in its threads."""
         assert self._kept is not None and self._kept_threads is not None
-        count = self.config.partitions or self.config.threads
+        count = self.config.partitions or _kept_partitions(self.config.threads)
         person_tables, shared_tables, ranges, keys = self._prepared_keys(
             analysis, key, dataset, tables, count
         )
@@ -461,13 +461,12 @@ _CORES = threading.BoundedSemaphore(len(os.sched_getaffinity(0)) or 1)
 def _on_a_core(analysis: Any, prepared: Any, params: Any) -> pa.Table:
     """A prepared partition's round, computed while holding one of the process's cores.
 
-    A site splits its round over its threads, and several in-process sites can compute at
-    once (a step's stages as task runs, several flows at a time). Numpy releases the GIL
-    inside each operation and takes it back after, so many more computing threads than cores
-    queue for the GIL after every operation, each waiting out Python's switch interval: ten
-    sites of two threads on two cores took four times as long per round as one site after
-    another (``BENCHMARKS.md``). With a permit per core they compute as fast as the cores
-    allow, in turn.
+    The in-process sites of a federation compute their rounds at once, two or more threads
+    each. Numpy releases the GIL inside each operation and takes it back after, so many more
+    computing threads than cores queue for the GIL after every operation, each waiting out
+    Python's switch interval: ten sites of two threads on two cores took four times as long
+    per round as one site after another (``BENCHMARKS.md``). With a permit per core they
+    compute as fast as the cores allow, in turn.
     """
     with _CORES:
         table: pa.Table = analysis.local_prepared(prepared, params)
@@ -504,6 +503,21 @@ def _in_process_cluster(opened: bool) -> None:
         if _in_process_open == 0 and _blas_limit is not None:
             _blas_limit.restore_original_limits()
             _blas_limit = None
+
+
+def _kept_partitions(threads: int) -> int:
+    """How many partitions an in-process site splits a prepared analysis into by default: one
+    per thread when it is the process's only in-process site, else one.
+
+    In-process sites share the process's cores. In a federation of them, their rounds already
+    run side by side (the session's site threads); splitting each site's round as well only
+    queues its partitions for the same cores and adds a merge and two thread handoffs a round
+    (ten sites of 100k rows: 117-119 ms a step round in two partitions each, 101-103 ms in
+    one). A site alone in its process (a site service) splits over its threads.
+    """
+    with _in_process_lock:
+        alone = _in_process_open <= 1
+    return threads if alone else 1
 
 
 @cache

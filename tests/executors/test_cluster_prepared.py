@@ -194,12 +194,15 @@ def test_blas_stays_at_one_thread_until_the_last_in_process_cluster_closes(
     assert calls == ["blas=1", "restore"]  # no round ran: nothing to restore
 
 
-def test_an_in_process_site_splits_its_rounds_over_its_threads_beside_other_sites(
-    tmp_path: Path,
+def test_an_in_process_site_splits_its_rounds_only_when_alone_in_its_process(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    # A federation's in-process sites compute one after another (the session's one thread
-    # for them), so each splits a kept round over its threads, alone or beside other
-    # in-process sites. The statistics equal the direct ones either way.
+    # In-process sites share the process's cores: alone (a site service), a site splits a
+    # kept round over its threads; beside other in-process sites, whose rounds run at the same
+    # time, it computes the round as one partition. The statistics are the same either way.
+    import executors.cluster as cluster
+
+    monkeypatch.setattr(cluster, "_in_process_open", 0)  # the other tests' clusters aside
     table = _table(2)
     dataset = _write(tmp_path / "sim", table)
     analysis = default_registry().get("glm_round")
@@ -218,7 +221,7 @@ def test_an_in_process_site_splits_its_rounds_over_its_threads_beside_other_site
         assert kept_after_a_round(alone) == 2  # one partition per thread
         beside = SiteCluster(config, name="beside")
         try:
-            assert kept_after_a_round(alone) == 2  # the same partitions, kept
+            assert kept_after_a_round(alone) == 2 + 1  # one more: the whole site at once
         finally:
             beside.close()
     finally:
