@@ -190,7 +190,8 @@ class FederationSession:
         cores: a thread per core keeps the cores busy (one site computing while another runs
         its gate and airlock), and more threads only queue for the lock (30 sites of 3,300
         rows: a GLM fit took 2.26 s in a thread per site, 1.80 s in two; docs/statistics.md).
-        Made on first use and kept until :meth:`close`: every step and every round of a fit
+        In-process sites that overrun a stage's timeout are so waited for a core's worth at a
+        time. Made on first use and kept until :meth:`close`: every step and every round of a fit
         runs its stages there instead of starting threads of its own.
         """
         with self._lock:
