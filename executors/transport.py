@@ -68,8 +68,6 @@ class SiteTransport(ABC):
     site: str
     receipt_key: bytes | None = None
     """The site's receipt-signing public key (PEM) the orchestrator pins, if any."""
-    in_process: bool = False
-    """Whether the site runs in this process, sharing its interpreter and cores."""
 
     @abstractmethod
     def info(self) -> SiteInfo:
@@ -116,8 +114,6 @@ class InProcessSiteTransport(SiteTransport):
     Messages still cross as JSON, exactly as they would over the network, so a flow that works
     in-process does not depend on sharing objects with the site.
     """
-
-    in_process = True
 
     def __init__(self, node: SiteNode, *, owned: bool = False) -> None:
         self.node = node

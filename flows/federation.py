@@ -166,7 +166,7 @@ class Federation(BaseModel):
 
 
 SITE_THREADS = 64
-"""Site stages of a session that run at once (in its threads), at most."""
+"""Site stages of a session that run at once (in its threads)."""
 
 
 @dataclass
@@ -182,24 +182,14 @@ class FederationSession:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def site_threads(self) -> ThreadPoolExecutor:
-        """The threads that run site stages: one per remote site, and one per core for the
-        sites in this process (at most :data:`SITE_THREADS` in all).
+        """The threads that run site stages (one per site, at most :data:`SITE_THREADS`).
 
-        A remote site's stage mostly waits on the network, so remote sites are asked at once.
-        Sites in this process (``in_process`` transports) share its interpreter lock and
-        cores: a thread per core keeps the cores busy (one site computing while another runs
-        its gate and airlock), and more threads only queue for the lock (30 sites of 3,300
-        rows: a GLM fit took 2.26 s in a thread per site, 1.80 s in two; docs/statistics.md).
-        In-process sites that overrun a stage's timeout are so waited for a core's worth at a
-        time. Made on first use and kept until :meth:`close`: every step and every round of a fit
+        Made on first use and kept until :meth:`close`: every step and every round of a fit
         runs its stages there instead of starting threads of its own.
         """
         with self._lock:
             if self._threads is None:
-                local = sum(t.in_process for t in self.transports.values())
-                remote = len(self.transports) - local
-                cores = len(os.sched_getaffinity(0)) or 1
-                size = min(max(remote + min(local, cores), 1), SITE_THREADS)
+                size = min(max(len(self.transports), 1), SITE_THREADS)
                 self._threads = ThreadPoolExecutor(size, thread_name_prefix="site")
             return self._threads
 

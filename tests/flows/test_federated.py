@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 
 import polars as pl
 import pytest
@@ -150,23 +149,3 @@ def test_the_literate_example_runs_as_a_module(tmp_path, prefect_server):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "cohort_count@1.0 over" in done.stdout and "479" in done.stdout
     assert (tmp_path / ".fedflow" / "demo" / "federation.yaml").is_file()
-
-
-def test_in_process_sites_share_a_thread_per_core_and_remote_ones_get_a_thread_each(
-    make_federation,
-):
-    from flows.federation import FederationSession
-    from tests.transports import FaultyTransport
-
-    cores = len(os.sched_getaffinity(0)) or 1
-    sites = [DemoSite(f"site-{i}", "EU", 1.0, 1, ALL) for i in range(3)]
-    profile, _ = make_federation(sites)
-    with connect(profile) as session:
-        assert all(t.in_process for t in session.transports.values())
-        assert session.site_threads()._max_workers == min(3, cores)
-        # Two of them behind a transport that does not share the process: a thread each.
-        transports = dict(session.transports)
-        for site in ("site-0", "site-1"):
-            transports[site] = FaultyTransport(transports[site])
-        mixed = FederationSession(session.profile, transports, session.audit, session.token)
-        assert mixed.site_threads()._max_workers == 2 + 1
