@@ -15,7 +15,8 @@ Run ``python bench/glm.py`` (the grid below; ``--sites 3 10 --rows 100000`` for 
    bytes exchanged (every request sent and every statistic released, all rounds and sites),
    the ratios to both pooled fits and the largest coefficient difference to statsmodels.
 2. **Arithmetic.** The sites' statistics alone (``GlmRound.local_prepared`` over prepared
-   designs, summed and solved round by round, no orchestration) against the same pooled fits:
+   designs, the first round with the fit's local start, summed and solved round by round, no
+   orchestration) against the same pooled fits:
    the floor the orchestration sits on.
 3. **Stages** (``--stages``): one fit's rounds driven straight through the site transports,
    site after site, without Prefect: the seconds each site spends per round in the pre-gate
@@ -33,6 +34,9 @@ Run ``python bench/glm.py`` (the grid below; ``--sites 3 10 --rows 100000`` for 
    replayed after a wait as long as the computation takes alone (the arithmetic as latency
    that holds no core): what the fit would cost if its arithmetic were free, or were done
    elsewhere.
+7. **Local start** (``--local-start``, writes ``--output`` on its own): fits with and without
+   round 1's local start (:func:`flows.glm.fit_glm`'s ``local_start``), alternating in one
+   process: rounds, median seconds, and how far apart their coefficients are.
 """
 
 from __future__ import annotations
@@ -269,7 +273,8 @@ def arithmetic(rows: int, sites: int) -> dict[str, Any]:
     def fit() -> tuple[np.ndarray, int]:
         beta: np.ndarray | None = None
         for rounds in range(1, 50):
-            params = analysis.parse_params(raw | {"beta": None if beta is None else beta.tolist()})
+            point = {"beta": None if beta is None else beta.tolist(), "local_step": beta is None}
+            params = analysis.parse_params(raw | point)  # round 1 as the fit: a local start
             partials = [analysis.local_prepared(d, params) for d in designs]
             xtwx, xtwz = regression.matrices(regression.merge(partials))
             new = np.linalg.solve(xtwx, xtwz)
@@ -465,6 +470,40 @@ def floor(sites: int, rows: int, repeats: int) -> dict[str, Any]:
     return out
 
 
+def local_start(sites: int, rows: int, repeats: int) -> dict[str, Any]:
+    """Fits with and without the local start (``fit_glm(local_start=...)``), alternating in one
+    process: median seconds, rounds and the largest coefficient difference between the two;
+    the pooled numpy fit timed in the same run."""
+    from flows import connect
+    from flows.glm import fit_glm
+
+    table = simulate(rows)
+    formula, data = model()
+    numpy_s, _ = _numpy_fit(table, repeats)
+    times: dict[bool, list[float]] = {True: [], False: []}
+    fits: dict[bool, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        profile = build_sites(Path(tmp), table, sites)
+        with connect(profile) as federation:
+            fit_glm(formula, "binomial", data=data, federation=federation)  # warm-up
+            for _ in range(repeats):
+                for flag in times:
+                    started = time.perf_counter()
+                    fits[flag] = fit_glm(
+                        formula, "binomial", data=data, federation=federation, local_start=flag
+                    )
+                    times[flag].append(time.perf_counter() - started)
+    out: dict[str, Any] = {"sites": sites, "rows": rows, "pooled_numpy_newton_s": round(numpy_s, 3)}
+    for flag, name in ((True, "local_start"), (False, "common_start")):
+        wall = statistics.median(times[flag])
+        out[f"{name}_rounds"] = fits[flag].rounds
+        out[f"{name}_fit_s"] = round(wall, 3)
+        out[f"{name}_ratio_to_numpy"] = round(wall / numpy_s, 2)
+    estimates = [fits[flag].coefficients["estimate"].to_numpy() for flag in times]
+    out["max_abs_coefficient_difference"] = float(np.max(np.abs(estimates[0] - estimates[1])))
+    return out
+
+
 def federated_eunomia(sites: int, repeats: int) -> dict[str, Any]:
     from flows import connect
     from flows.demo import ALL, DemoSite, build_demo, eunomia_tables, split_by_person
@@ -520,16 +559,22 @@ def main() -> None:
     parser.add_argument(
         "--floor", action="store_true", help="only the fit without its arithmetic (replayed)"
     )
+    parser.add_argument(
+        "--local-start", action="store_true", help="only fits with and without the local start"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 
     from flows import prefect_api
 
-    if args.floor:
+    alternating = {"floor": floor, "local_start": local_start}
+    chosen = [key for key in alternating if getattr(args, key)]
+    if chosen:
+        key = chosen[0]
         with tempfile.TemporaryDirectory() as tmp, prefect_api(Path(tmp) / "prefect") as api:
             api.wait()
-            timing = [floor(n, r, args.repeats) for r in args.rows for n in args.sites]
-        results = machine() | {"floor": timing}
+            timing = [alternating[key](n, r, args.repeats) for r in args.rows for n in args.sites]
+        results = machine() | {key: timing}
         save(args.output, results)
         print(json.dumps(results, indent=2))
         return

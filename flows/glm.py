@@ -82,6 +82,7 @@ class GlmOptions(BaseModel):
     weights: str | None = None
     max_rounds: int = Field(default=25, ge=1, le=100)
     tol: float = Field(default=1e-10, gt=0, lt=1e-3)
+    local_start: bool = True
     confidence: float = Field(default=0.95, gt=0, lt=1)
 
 
@@ -159,8 +160,13 @@ def glm_flow(
     confidence: float = 0.95,
     policy: StepPolicy | None = None,
     resume: bool = False,
+    local_start: bool = True,
 ) -> GlmFit:
     """Fit a GLM over the sites of ``federation`` (a profile path) by federated IRLS.
+
+    ``local_start``: in round 1 each site partition moves to its own Newton step before its
+    statistics (a binomial or Poisson model; ``GlmRoundParams.local_step``), which starts the
+    common rounds closer to the fit and saves one; False starts them at the data's start.
 
     ``policy``: timeout, retries, quorum and error strategy of every round; ``resume``: reuse
     the verified releases of an earlier run of the same fit (``docs/failures.md``).
@@ -185,10 +191,11 @@ def glm_flow(
     # The rounds' outcome artifacts go to the Prefect API while the next round runs.
     with open_session(federation) as session, publishing.deferred():
         for round_no in range(1, max_rounds + 1):
+            local_step = local_start and beta is None and family != "gaussian"
             step, same_sites = sites.round(
                 session,
                 ANALYSIS,
-                raw | {"beta": beta},
+                raw | {"beta": beta, "local_step": local_step},
                 round_no,
                 dataset,
                 min_sites,
@@ -201,10 +208,11 @@ def glm_flow(
             xtwx, xtwz = regression.matrices(partial)
             new_beta = _solve(xtwx, xtwz, columns)
             logger.info(
-                "round %d: deviance %.10g over %d site(s)",
+                "round %d: deviance %.10g over %d site(s)%s",
                 round_no,
                 partial["deviance"][0].as_py(),
                 len(contributors),
+                " (each partition at its own Newton step)" if local_step else "",
             )
             if beta is not None and same_sites:
                 step_size = float(np.max(np.abs(new_beta - np.asarray(beta))))
@@ -245,11 +253,13 @@ def fit_glm(
     token: str | None = None,
     policy: StepPolicy | None = None,
     resume: bool = False,
+    local_start: bool = True,
 ) -> GlmFit:
     """Fit ``formula`` (formulaic syntax) over a federation; see the module docstring."""
     options: dict[str, Any] = {
         "policy": policy,
         "resume": resume,
+        "local_start": local_start,
         "data": dict(data or {}),
         "offset": offset,
         "exposure": exposure,

@@ -57,6 +57,7 @@ __all__ = [
     "GlmRoundParams",
     "design_columns",
     "irls_statistics",
+    "local_step_statistics",
     "used_columns",
 ]
 
@@ -81,6 +82,12 @@ class GlmRoundParams(Params):
     """The design's columns, as :func:`design_columns` names them; set by the fitting flow."""
     beta: list[float] | None = None
     """The coefficients of this round, in ``columns`` order; None in the first round."""
+    local_step: bool = False
+    """Before its statistics, each partition takes one Newton step from ``beta`` (or the start)
+    on its own rows and computes them at its own estimate, where that lowers its deviance: the
+    sum then solves to a combination of the partitions' estimates, much closer to the pooled
+    fit than one common step (:func:`local_step_statistics`). The fitting flow asks for it in
+    the first round, which saves the fit a round; the later rounds are exact Newton steps."""
     fit_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
     """The fit this round belongs to (set by the fitting flow): a site may keep the design
     matrices for the fit's rounds (and later fits of the same model). None: nothing is kept."""
@@ -132,7 +139,7 @@ class GlmRound(Analysis[GlmRoundParams]):
     version = "1.0"
     output = OutputKind.REGRESSION
     params_model = GlmRoundParams
-    iterated = frozenset({"beta"})
+    iterated = frozenset({"beta", "local_step"})
 
     def tables(self, params: GlmRoundParams) -> TableColumns:
         return params.data.tables(used_columns(params))
@@ -141,11 +148,12 @@ class GlmRound(Analysis[GlmRoundParams]):
         return self.local_prepared(self.prepare(tables, params), params)
 
     def prepared_key(self, params: GlmRoundParams) -> str | None:
-        """What a partition's :class:`Design` depends on: every parameter but the fit id and
-        beta, so a later fit of the same model reuses the design (None without a fit id)."""
+        """What a partition's :class:`Design` depends on: every parameter but the fit id and the
+        round's (beta, local step), so a later fit of the same model reuses the design (None
+        without a fit id)."""
         if params.fit_id is None:
             return None
-        return digest_json(params.model_dump(mode="json", exclude={"beta", "fit_id"}))
+        return digest_json(params.model_dump(mode="json", exclude={*self.iterated, "fit_id"}))
 
     def prepare(self, tables: Mapping[str, pa.Table], params: GlmRoundParams) -> Design:
         """The partition's design matrix, outcome, offset and prior weights, checked."""
@@ -179,8 +187,11 @@ class GlmRound(Analysis[GlmRoundParams]):
         return Design.build(params.family, x, y, offset, weights)
 
     def local_prepared(self, design: Design, params: GlmRoundParams) -> pa.Table:
-        """The round's statistics at ``params.beta`` over a prepared partition."""
+        """The round's statistics at ``params.beta`` over a prepared partition (at the
+        partition's own estimate with ``params.local_step``)."""
         beta = None if params.beta is None else np.asarray(params.beta)
+        if params.local_step:
+            return local_step_statistics(params.family, params.columns, design, beta)
         return irls_statistics(
             params.family,
             params.columns,
@@ -315,6 +326,51 @@ def irls_statistics(
         loglik=loglik,
         ones=design.ones,
     )
+
+
+def local_step_statistics(
+    family: str, columns: Sequence[str], design: Design, beta: np.ndarray | None
+) -> pa.Table:
+    """The statistics at this partition's own one-step estimate, or at ``beta`` (or the start).
+
+    The partition solves its statistics at ``beta`` for its own next Newton iterate and
+    returns the statistics there. It keeps those at ``beta`` where its XᵀWX is rank-deficient
+    or, from a given ``beta``, where the iterate does not lower its deviance. From the start
+    the iterate is the first IRLS step, a weighted least-squares fit, and is always taken.
+
+    At partition ``k``'s point ``b_k``, XᵀWz is ``H_k b_k + g_k`` (Hessian, score), so the
+    summed statistics solve to ``(sum H_k)⁻¹ sum (H_k b_k + g_k)``: the partitions' estimates
+    weighted by their information. From the start this is about as close to the pooled fit
+    as two common rounds get (``bench/glm.py``). Any ``b_k`` is a valid start: only the later
+    rounds, at one common beta, decide the fit.
+    """
+
+    def at(point: np.ndarray | None) -> pa.Table:
+        return irls_statistics(
+            family,
+            columns,
+            design.x,
+            design.y,
+            design.offset,
+            design.weights,
+            point,
+            design=design,
+        )
+
+    here = at(beta)
+    xtwx, xtwz = regression.matrices(here)
+    if xtwx.size == 0 or np.linalg.matrix_rank(xtwx) < xtwx.shape[0]:
+        return here
+    try:
+        estimate = np.linalg.solve(xtwx, xtwz)
+    except np.linalg.LinAlgError:
+        return here
+    if not np.all(np.isfinite(estimate)):
+        return here
+    there = at(estimate)
+    if beta is None:  # the start's deviance is of mu from y itself, not of a model: no test
+        return there
+    return there if there["deviance"][0].as_py() < here["deviance"][0].as_py() else here
 
 
 _START: dict[str, Callable[[np.ndarray], np.ndarray]] = {

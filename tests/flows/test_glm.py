@@ -16,8 +16,9 @@ from formulaic import model_matrix
 from PIL import Image
 
 from executors import SiteTransport
+from fedflow.core import regression
 from flows import SiteStatus, connect
-from flows.analyses.glm_round import GlmRound, used_columns
+from flows.analyses.glm_round import GlmRound, design_columns, irls_statistics, used_columns
 from flows.analyses.glm_table import derive
 from flows.demo import ALL, DemoSite, pool
 from flows.glm import GlmDidNotFit, fit_glm
@@ -313,3 +314,55 @@ def test_fedflow_run_glm_prints_the_fit(make_federation, eunomia, prefect_server
     flat = runner.invoke(app, [*run, mean_only, "--plot", str(tmp_path / "mean.png")])
     assert flat.exit_code == 2 and "no term besides the intercept" in flat.output
     assert not (tmp_path / "mean.png").exists()
+
+
+def test_a_partition_moves_to_its_own_newton_step_only_where_that_helps(eunomia):
+    """``local_step``: the statistics at the partition's one-step estimate from the start;
+    from a beta where the step would raise the deviance, or a Hessian of rank 0, those at beta."""
+    family, formula, extra = MODELS[0]
+    analysis = GlmRound()
+    first = analysis.parse_params({"formula": formula, "family": family, "data": DATA, **extra})
+    params = first.model_copy(update={"columns": design_columns(first)})
+    design = analysis.prepare(eunomia, params)
+
+    def at(beta: np.ndarray | None) -> pa.Table:
+        return irls_statistics(
+            family, params.columns, design.x, design.y, design.offset, design.weights, beta
+        )
+
+    def local(beta: np.ndarray | None) -> pa.Table:
+        update = {"local_step": True, "beta": None if beta is None else beta.tolist()}
+        return analysis.local_prepared(design, params.model_copy(update=update))
+
+    estimate = np.linalg.solve(*regression.matrices(at(None)))
+    assert local(None).equals(at(estimate))
+    overshooting = 3 * estimate  # its Newton step raises the deviance about 14-fold
+    step = np.linalg.solve(*regression.matrices(at(overshooting)))
+    assert at(step)["deviance"][0].as_py() > at(overshooting)["deviance"][0].as_py()
+    assert local(overshooting).equals(at(overshooting))
+    saturated = estimate + 5  # every weight underflows: XᵀWX is zero
+    assert np.linalg.matrix_rank(regression.matrices(at(saturated))[0]) == 0
+    assert local(saturated).equals(at(saturated))
+
+
+def test_a_local_start_saves_a_round_and_changes_nothing_else(
+    make_federation, eunomia, prefect_server
+):
+    """Binomial and Poisson fits with and without the local start: the same fit to rounding,
+    in one round fewer with it (round 1 carries ``local_step`` only with it)."""
+    profile, _ = make_federation(_sites(SPLITS["three"]))
+    with connect(profile) as federation:
+        for family, formula, extra in MODELS[:2]:
+            local, common = (
+                fit_glm(
+                    formula, family, data=DATA, federation=federation, local_start=flag, **extra
+                )
+                for flag in (True, False)
+            )
+            assert local.rounds == common.rounds - 1, family
+            for column in ("estimate", "std_error", "ci_low", "ci_high"):
+                np.testing.assert_allclose(
+                    local.coefficients[column], common.coefficients[column], rtol=1e-9, atol=1e-10
+                )
+            assert local.deviance == pytest.approx(common.deviance, rel=1e-12)
+            assert local.sites.equals(common.sites)
