@@ -375,6 +375,10 @@ class SiteCluster:
                 self._kept.put(keys[i], value)
                 prepared[i] = value
         _one_blas_thread()
+        if len(prepared) == 1:  # one partition (a site among others in this process): no
+            # hand-off to a round thread and back, and nothing to merge, as over Dask
+            alone: pa.Table = _on_a_core(analysis, prepared[0], params)
+            return alone
         partials = list(
             self._kept_threads.map(lambda value: _on_a_core(analysis, value, params), prepared)
         )
