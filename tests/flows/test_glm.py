@@ -346,19 +346,31 @@ def test_a_partition_moves_to_its_own_newton_step_only_where_that_helps(eunomia)
 
 
 def test_a_local_start_saves_a_round_and_changes_nothing_else(
-    make_federation, eunomia, prefect_server
+    make_federation, eunomia, prefect_server, monkeypatch
 ):
     """Binomial and Poisson fits with and without the local start: the same fit to rounding,
-    in one round fewer with it (round 1 carries ``local_step`` only with it)."""
+    in one round fewer with it, whose round 1 (the one a site's gate checks) asks for
+    ``local_step``."""
     profile, _ = make_federation(_sites(SPLITS["three"]))
     with connect(profile) as federation:
+        checked: list[dict[str, Any]] = []
+        transport = federation.transports["site-0"]
+        check = transport.check
+
+        def recorded(request):  # type: ignore[no-untyped-def]
+            checked.append(dict(request.params))
+            return check(request)
+
+        monkeypatch.setattr(transport, "check", recorded)
         for family, formula, extra in MODELS[:2]:
-            local, common = (
-                fit_glm(
-                    formula, family, data=DATA, federation=federation, local_start=flag, **extra
-                )
-                for flag in (True, False)
+            checked.clear()
+            local = fit_glm(formula, family, data=DATA, federation=federation, **extra)
+            assert [p.get("local_step") for p in checked] == [True], family
+            checked.clear()
+            common = fit_glm(
+                formula, family, data=DATA, federation=federation, local_start=False, **extra
             )
+            assert [p.get("local_step") for p in checked] == [False], family
             assert local.rounds == common.rounds - 1, family
             for column in ("estimate", "std_error", "ci_low", "ci_high"):
                 np.testing.assert_allclose(
