@@ -33,7 +33,8 @@ Run ``python bench/glm.py`` (the grid below; ``--sites 3 10 --rows 100000`` for 
    round statistics computed, replayed from earlier fits (the orchestration alone), and
    replayed after a wait as long as the computation takes alone (the arithmetic as latency
    that holds no core): what the fit would cost if its arithmetic were free, or were done
-   elsewhere.
+   elsewhere; and the CPU seconds each kind of fit takes, in the fit's process and in the
+   Prefect server.
 7. **Local start** (``--local-start``, writes ``--output`` on its own): fits with and without
    round 1's local start (:func:`flows.glm.fit_glm`'s ``local_start``), alternating in one
    process: rounds, median seconds, and how far apart their coefficients are.
@@ -413,8 +414,9 @@ def floor(sites: int, rows: int, repeats: int) -> dict[str, Any]:
     of ``fit_glm`` as it is (``real``), with every site's round statistics replayed from the
     real fits (``replayed``: the orchestration alone), and replayed after a wait as long as
     that site's computation takes alone, uncontended, during which the thread holds no lock
-    and no core (``replayed_after_wait``: the arithmetic as latency, not CPU). The pooled numpy
-    fit is timed in the same run.
+    and no core (``replayed_after_wait``: the arithmetic as latency, not CPU), and the median
+    CPU seconds of each in this process and in the Prefect server. The pooled numpy fit is
+    timed in the same run.
     """
     from unittest import mock
 
@@ -442,6 +444,7 @@ def floor(sites: int, rows: int, repeats: int) -> dict[str, Any]:
 
     modes = ("real", "replayed", "replayed_after_wait")
     times: dict[str, list[float]] = {m: [] for m in modes}
+    cpu: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
     with (
         tempfile.TemporaryDirectory() as tmp,
         mock.patch.object(GlmRound, "local_prepared", local_prepared),
@@ -454,9 +457,12 @@ def floor(sites: int, rows: int, repeats: int) -> dict[str, Any]:
             for _ in range(repeats):
                 for name in modes:
                     mode["now"] = name
+                    before = _cpu_seconds()
                     started = time.perf_counter()
                     fit_glm(formula, "binomial", data=data, federation=federation)
                     times[name].append(time.perf_counter() - started)
+                    after = _cpu_seconds()
+                    cpu[name].append((after[0] - before[0], after[1] - before[1]))
     out: dict[str, Any] = {
         "sites": sites,
         "rows": rows,
@@ -467,7 +473,19 @@ def floor(sites: int, rows: int, repeats: int) -> dict[str, Any]:
         wall = statistics.median(times[name])
         out[f"{name}_fit_s"] = round(wall, 3)
         out[f"{name}_ratio_to_numpy"] = round(wall / numpy_s, 2)
+        own, server = (statistics.median(c[i] for c in cpu[name]) for i in (0, 1))
+        out[f"{name}_cpu_s"] = {"fit_process": round(own, 3), "prefect_server": round(server, 3)}
     return out
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    """CPU seconds (user and system) so far of this process and of its children: the local
+    Prefect server that ``main`` started."""
+    import psutil
+
+    me = psutil.Process()
+    children = sum(sum(c.cpu_times()[:2]) for c in me.children(recursive=True))
+    return sum(me.cpu_times()[:2]), children
 
 
 def local_start(sites: int, rows: int, repeats: int) -> dict[str, Any]:
