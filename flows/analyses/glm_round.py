@@ -84,10 +84,12 @@ class GlmRoundParams(Params):
     """The coefficients of this round, in ``columns`` order; None in the first round."""
     local_step: bool = False
     """Before its statistics, each partition takes one Newton step from ``beta`` (or the start)
-    on its own rows and computes them at its own estimate, where that lowers its deviance: the
-    sum then solves to a combination of the partitions' estimates, much closer to the pooled
-    fit than one common step (:func:`local_step_statistics`). The fitting flow asks for it in
-    the first round, which saves the fit a round; the later rounds are exact Newton steps."""
+    on its own rows and computes them at its own estimate (from a given ``beta``, only where
+    that lowers its deviance): the sum then solves to a combination of the partitions'
+    estimates, much closer to the pooled fit than one common step
+    (:func:`local_step_statistics`). The fitting flow asks for it in the first round, which
+    saves the fit a round where partitions are large; the later rounds are exact Newton
+    steps."""
     fit_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
     """The fit this round belongs to (set by the fitting flow): a site may keep the design
     matrices for the fit's rounds (and later fits of the same model). None: nothing is kept."""
