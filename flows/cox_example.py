@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.cox import CoxFit, run_cox
-from flows.demo import ALL, DemoSite, eunomia_federation
+from flows.demo import eunomia_federation, example_sites
 
 __all__ = ["PARAMS", "SITES", "TABLES", "run_example"]
 
@@ -56,11 +56,7 @@ TABLES: dict[str, list[str] | str] = {
     "observation_period": ["person_id", "observation_period_end_date"],
     "concept_ancestor": ["ancestor_concept_id", "descendant_concept_id"],
 }
-SITES = (
-    DemoSite("eu-hospital", "EU", 0.55, 10, (*ALL, "cox_round"), tables=TABLES),
-    DemoSite("us-clinic", "US", 0.30, 11, (*ALL, "cox_round"), tables=TABLES),
-    DemoSite("uk-registry", "UK", 0.15, 10, (*ALL, "cox_round"), tables=TABLES),
-)
+SITES = example_sites("cox_round", TABLES)
 
 
 def run_example(directory: Path = Path(".fedflow/cox-example")) -> CoxFit:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +43,7 @@ __all__ = [
     "compare_with_pooled",
     "eunomia_federation",
     "eunomia_tables",
+    "example_sites",
     "pool",
     "pooled_answer",
     "run_example",
@@ -87,6 +88,17 @@ DEMO_SITES = (
     DemoSite("us-clinic", "US", 0.30, 11, ALL),
     DemoSite("uk-registry", "UK", 0.15, 10, ("cohort_count", "characterization")),
 )
+
+
+def example_sites(analysis: str, tables: Mapping[str, Sequence[str] | str]) -> tuple[DemoSite, ...]:
+    """The demo's three custodians (names, jurisdictions, shares, thresholds 10, 11 and 10),
+    each allowing the demo's analyses and ``analysis`` over ``tables``: the worked examples'
+    sites."""
+    return tuple(
+        replace(site, analyses=(*ALL, analysis), tables=tables, release_extremes=False)
+        for site in DEMO_SITES
+    )
+
 
 GI_BLEED = {"domain": "condition", "concept_ids": [192671], "include_descendants": True}
 DEMO_ANALYSES: tuple[tuple[str, str, dict[str, Any]], ...] = (

@@ -30,7 +30,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from flows.demo import ALL, DemoSite, eunomia_federation
+from flows.demo import eunomia_federation, example_sites
 from flows.glm import GlmFit, fit_glm
 
 __all__ = ["DATA", "FORMULA", "SITES", "TABLES", "run_example"]
@@ -50,11 +50,7 @@ TABLES: dict[str, list[str] | str] = {
     "drug_exposure": ["person_id", "drug_concept_id"],
     "concept_ancestor": ["ancestor_concept_id", "descendant_concept_id"],
 }
-SITES = (
-    DemoSite("eu-hospital", "EU", 0.55, 10, (*ALL, "glm_round"), tables=TABLES),
-    DemoSite("us-clinic", "US", 0.30, 11, (*ALL, "glm_round"), tables=TABLES),
-    DemoSite("uk-registry", "UK", 0.15, 10, (*ALL, "glm_round"), tables=TABLES),
-)
+SITES = example_sites("glm_round", TABLES)
 
 
 def run_example(directory: Path = Path(".fedflow/glm-example")) -> GlmFit:
