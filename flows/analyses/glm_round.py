@@ -202,16 +202,7 @@ class GlmRound(Analysis[GlmRoundParams]):
         beta = None if params.beta is None else np.asarray(params.beta)
         if params.local_step:
             return local_step_statistics(params.family, params.columns, design, beta)
-        return irls_statistics(
-            params.family,
-            params.columns,
-            design.x,
-            design.y,
-            design.offset,
-            design.weights,
-            beta,
-            design=design,
-        )
+        return _statistics_at(params.family, params.columns, design, beta)
 
     def merge(self, partials: Sequence[pa.Table]) -> pa.Table:
         return regression.merge(partials)
@@ -355,19 +346,7 @@ def local_step_statistics(
     rounds, at one common beta, decide the fit.
     """
 
-    def at(point: np.ndarray | None) -> pa.Table:
-        return irls_statistics(
-            family,
-            columns,
-            design.x,
-            design.y,
-            design.offset,
-            design.weights,
-            point,
-            design=design,
-        )
-
-    here = at(beta)
+    here = _statistics_at(family, columns, design, beta)
     xtwx, xtwz = regression.matrices(here)
     if xtwx.size == 0 or np.linalg.matrix_rank(xtwx) < xtwx.shape[0]:
         return here
@@ -377,10 +356,19 @@ def local_step_statistics(
         return here
     if not np.all(np.isfinite(estimate)):
         return here
-    there = at(estimate)
+    there = _statistics_at(family, columns, design, estimate)
     if beta is None:  # the start's deviance is of mu from y itself, not of a model: no test
         return there
     return there if there["deviance"][0].as_py() < here["deviance"][0].as_py() else here
+
+
+def _statistics_at(
+    family: str, columns: Sequence[str], design: Design, beta: np.ndarray | None
+) -> pa.Table:
+    """:func:`irls_statistics` over a prepared partition."""
+    return irls_statistics(
+        family, columns, design.x, design.y, design.offset, design.weights, beta, design=design
+    )
 
 
 _START: dict[str, Callable[[np.ndarray], np.ndarray]] = {
